@@ -1,0 +1,714 @@
+"""Speed and memory of lora_nb's LoRA against peft, full fine-tuning and a peft + `Trainer` run.
+
+    python -m lora_nb.bench --models roberta-base-shape,minilm --sections 1,2,3,4,5,6 \
+        --glue-dir ../shared/glue --out bench.json
+
+Sections (``--sections``, default all):
+
+1. training step (forward + backward + clip + AdamW) of lora_nb LoRA, peft LoRA and full
+   fine-tuning, interleaved A B C A B C on random batches;
+2. peak memory of each of those settings, each in its own subprocess (``--memory-child``);
+3. inference latency (eval, no_grad): base model, LoRA unmerged, LoRA merged (§4.1: merging
+   removes the extra latency);
+4. one training epoch on SST-2 with all-MiniLM-L6-v2 + LoRA: fixed padding to ``--length`` vs
+   dynamic padding vs dynamic padding with length-grouped batches, batch by batch interleaved;
+5. a whole run, ``lora_nb.train.run`` vs peft + transformers' `Trainer` with the same
+   hyperparameters (Table 9's SST-2 learning rate), per seed: wall time and best accuracy;
+6. the machine's matmul ceiling and each training setting's achieved FLOP/s (`flops_per_step`).
+
+Step timings are medians over ``--steps`` measured steps after ``--warmup`` warm-up steps, with
+min and max; ratios are taken between medians, and their min / max over the pairs of steps
+measured side by side. On a GPU, steps run under bf16 autocast and the ceiling is a bf16 matmul.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from statistics import median
+from typing import Callable
+
+import numpy as np
+import torch
+from peft import LoraConfig, get_peft_model
+from tabulate import tabulate
+from tqdm.auto import tqdm
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    RobertaConfig,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.utils import logging as hf_logging
+
+from .config import RunConfig, paper_config
+from .glue import load_glue, make_dataloader, resolve_glue_dir, subset, tokenize_glue
+from .lora import LoRAConfig, merge_lora
+from .models import resolve_model
+from .modes import prepare_model
+from .train import run as train_run
+
+MODELS = ("roberta-base-shape", "minilm", "tiny")
+SETTINGS = ("lora", "peft", "full")
+SECTIONS = (1, 2, 3, 4, 5, 6)
+# The paper's GLUE setting for RoBERTa-base (Table 9): r = 8, α = 8 on Wq and Wv.
+LORA = LoRAConfig(("q", "v"), r=8, alpha=8.0)
+PEFT_TARGETS = {"q": "query", "k": "key", "v": "value"}
+REAL_MODEL = "all-MiniLM-L6-v2"  # sections 4 and 5
+MEMORY_MARK = "BENCH_MEMORY "
+MiB = 2**20
+
+
+# ---------------------------------------------------------------- models, steps and timing
+
+
+def model_config(name: str) -> PretrainedConfig:
+    """The 2-label configuration of a benchmark model: RoBERTa-base's shape (roberta-base's
+    config.json: `RobertaConfig()` with 514 positions), the real all-MiniLM-L6-v2, or a 2-layer
+    hidden-32 RoBERTa for tests."""
+    if name == "roberta-base-shape":
+        return RobertaConfig(max_position_embeddings=514, type_vocab_size=1, num_labels=2)
+    if name == "tiny":
+        return RobertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+                             num_attention_heads=2, intermediate_size=37, num_labels=2)
+    if name == "minilm":
+        return AutoConfig.from_pretrained(resolve_model(name), num_labels=2)
+    raise ValueError(f"model: unknown {name!r}; choose from {MODELS}")
+
+
+def build_model(name: str, seed: int = 0) -> PreTrainedModel:
+    """A benchmark model: random weights from its configuration, MiniLM's pretrained ones."""
+    torch.manual_seed(seed)
+    if name == "minilm":
+        return AutoModelForSequenceClassification.from_pretrained(resolve_model(name), num_labels=2)
+    return AutoModelForSequenceClassification.from_config(model_config(name))
+
+
+def peft_lora_config(model: PreTrainedModel) -> LoraConfig:
+    """peft's LoRA with `LORA`'s settings, training the same head as `prepare_model` (RoBERTa's
+    classifier; for BERT the pooler too)."""
+    head = ["classifier", "pooler"] if model.config.model_type == "bert" else ["classifier"]
+    return LoraConfig(r=LORA.r, lora_alpha=LORA.alpha, lora_dropout=LORA.dropout,
+                      target_modules=[PEFT_TARGETS[t] for t in LORA.targets], modules_to_save=head)
+
+
+def prepare_setting(model: PreTrainedModel, setting: str) -> torch.nn.Module:
+    """`model` set up for ``lora`` (lora_nb), ``peft`` (peft's LoRA) or ``full`` fine-tuning."""
+    if setting == "lora":
+        return prepare_model(model, "lora", LORA)
+    if setting == "peft":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return get_peft_model(model, peft_lora_config(model))
+    if setting == "full":
+        return prepare_model(model, "full")
+    raise ValueError(f"setting: unknown {setting!r}; choose from {SETTINGS}")
+
+
+def trainable_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def synthetic_batch(config: PretrainedConfig, batch: int, length: int, device: torch.device,
+                    seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random token ids (none of the special ids 0-2), no padding, random labels."""
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        "input_ids": torch.randint(3, config.vocab_size, (batch, length), generator=gen).to(device),
+        "attention_mask": torch.ones(batch, length, dtype=torch.long, device=device),
+        "labels": torch.randint(0, config.num_labels, (batch,), generator=gen).to(device),
+    }
+
+
+def autocast(device: torch.device) -> torch.autocast:
+    """bf16 autocast on a GPU; a no-op on the CPU (float32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def train_step(model: torch.nn.Module, device: torch.device) -> Callable[[dict], None]:
+    """One optimisation step as `lora_nb.train` takes it: forward, backward, gradient clipping to
+    norm 1, AdamW step, zero_grad."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0, fused=device.type == "cuda")
+    model.train()
+
+    def step(batch: dict) -> None:
+        with autocast(device):
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall time of `fn()` in seconds, GPU work included."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def interleave(fns: dict[str, Callable[[], object]], warmup: int, steps: int,
+               device: torch.device, desc: str) -> dict[str, list[float]]:
+    """Run the callables in turn, A B C A B C ...; each one's times after `warmup` rounds."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for i in tqdm(range(warmup + steps), desc=desc, leave=False):
+        for name, fn in fns.items():
+            elapsed = timed(fn, device)
+            if i >= warmup:
+                times[name].append(elapsed)
+    return times
+
+
+def summary(times: list[float], tokens: int | None = None) -> dict:
+    """Median, min and max of `times` (seconds); tokens per second at the median if given."""
+    out = {"median_s": median(times), "min_s": min(times), "max_s": max(times), "times_s": times}
+    if tokens:
+        out["tokens_per_s"] = tokens / out["median_s"]
+    return out
+
+
+def ratio(a: list[float], b: list[float]) -> dict:
+    """median(a) / median(b), and the min and max of the pairwise ratios a_i / b_i."""
+    pairs = [x / y for x, y in zip(a, b, strict=True)]
+    return {"median": median(a) / median(b), "min": min(pairs), "max": max(pairs)}
+
+
+def single(value: float) -> dict:
+    """A goal measured once: median = min = max."""
+    return {"median": value, "min": value, "max": value}
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak GPU memory allocated, or this process's peak resident set size.
+
+    On Linux the RSS peak is /proc/self/status's VmHWM: `getrusage(RUSAGE_SELF).ru_maxrss` is
+    kept across fork + exec, so a subprocess would report its parent's peak if that is larger.
+    """
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    status = Path("/proc/self/status")
+    if status.exists():
+        line = next(ln for ln in status.read_text().splitlines() if ln.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, else KiB
+
+
+def free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------- FLOPs
+
+
+def flops_per_step(config: PretrainedConfig, batch: int, length: int, method: str,
+                   lora: LoRAConfig | None = None) -> float:
+    """Matmul FLOPs of one training step (forward + backward) of a BERT/RoBERTa classifier.
+
+    With b = batch, n = length, T = b·n tokens, L layers, hidden d, feed-forward width f and
+    c labels, a matmul of an m×k input by a k×p weight costs 2·m·k·p:
+
+    forward  F = L·[2·T·(4·d² + 2·d·f) + 2·2·b·n²·d] + 2·b·(d² + d·c) + F_lora
+        (Wq, Wk, Wv, Wo and the feed-forward pair on every token; Q·Kᵀ and attention·V; the
+        head, RoBERTa's dense + out_proj or BERT's pooler + classifier, on one token per
+        sequence), with F_lora = L · Σ_targets 2·T·r·(d_in + d_out) for x ↦ B·A·x (§4.1).
+    backward: each matmul costs 1× its forward for its input's gradient, when that input needs
+        one, plus 1× for its weight's gradient, when the weight trains:
+        full   B = 2·F (everything trains, the embeddings below layer 0 too);
+        lora   B ≈ 1× every frozen weight matmul (activation gradients flow through the whole
+               encoder to the adapters), except layer 0's Wq, Wk, Wv, whose input (the frozen
+               embeddings) needs no gradient (0×); 2× attention, the LoRA matmuls and the head;
+        bitfit as lora without adapters, layer 0 included (the embeddings' LayerNorm bias trains);
+        head   B = 2× the head alone.
+    Softmax, LayerNorm, GELU and the optimizer are left out. Returns F + B.
+    """
+    d, f, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    tokens = batch * length
+    projection = 2 * tokens * d * d  # one of Wq, Wk, Wv, Wo
+    weights = layers * (4 * projection + 2 * tokens * 2 * d * f)
+    attention = layers * 2 * 2 * batch * length**2 * d
+    head = 2 * batch * (d * d + d * config.num_labels)
+    adapters = 0
+    if method == "lora":
+        widths = {"q": (d, d), "k": (d, d), "v": (d, d), "o": (d, d), "ffn_in": (d, f),
+                  "ffn_out": (f, d)}
+        adapters = layers * sum(2 * tokens * (lora or LORA).r * sum(widths[t])
+                                for t in (lora or LORA).targets)
+    forward = weights + attention + head + adapters
+    if method == "full":
+        backward = 2 * forward
+    elif method == "head":
+        backward = 2 * head
+    elif method in ("lora", "bitfit"):
+        skipped = 3 * projection if method == "lora" else 0
+        backward = weights - skipped + 2 * (attention + head + adapters)
+    else:
+        raise ValueError(f"method: unknown {method!r}; choose from full, lora, bitfit, head")
+    return float(forward + backward)
+
+
+def matmul_ceiling(device: torch.device, size: int, warmup: int, steps: int) -> dict:
+    """FLOP/s of a size³ matmul: float32 on the CPU, bf16 on a GPU (median over repetitions)."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    times = interleave({"matmul": lambda: a @ b}, warmup, steps, device, "matmul")["matmul"]
+    out = summary(times)
+    out.update(size=size, dtype=str(dtype).removeprefix("torch."),
+               flops_per_s=2 * size**3 / out["median_s"])
+    return out
+
+
+# ---------------------------------------------------------------- sections
+
+
+def section_train_step(args: argparse.Namespace, device: torch.device) -> dict:
+    """Section 1: one training step of each setting, interleaved."""
+    out = {}
+    for name in args.models:
+        base = build_model(name)
+        batch = synthetic_batch(base.config, args.batch, args.length, device)
+        models = {s: prepare_setting(copy.deepcopy(base), s).to(device) for s in SETTINGS}
+        steps = {s: train_step(m, device) for s, m in models.items()}
+        times = interleave({s: (lambda st=st: st(batch)) for s, st in steps.items()},
+                           args.warmup, args.steps, device, f"train step {name}")
+        out[name] = {
+            "config": {k: getattr(base.config, k) for k in ("num_hidden_layers", "hidden_size",
+                                                            "intermediate_size", "num_labels")},
+            "trainable_parameters": {s: trainable_parameters(m) for s, m in models.items()},
+            "settings": {s: summary(t, args.batch * args.length) for s, t in times.items()},
+        }
+        del base, models, steps
+        free_memory()
+    return out
+
+
+def memory_child(args: argparse.Namespace, device: torch.device) -> dict:
+    """In a fresh process: build one setting, train a few steps, report peak memory."""
+    (name,) = args.models
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model = prepare_setting(build_model(name), args.memory_child).to(device)
+    batch = synthetic_batch(model.config, args.batch, args.length, device)
+    after_build = peak_memory_bytes(device)
+    step = train_step(model, device)
+    for _ in range(args.warmup + args.memory_steps):
+        step(batch)
+    synchronize(device)
+    peak = peak_memory_bytes(device)
+    return {"peak_bytes": peak, "after_build_bytes": after_build,
+            "training_bytes": peak - after_build}
+
+
+def section_memory(args: argparse.Namespace) -> dict:
+    """Section 2: peak memory per setting, each measured in its own subprocess."""
+    out: dict = {}
+    for name in args.models:
+        out[name] = {}
+        for setting in args.memory_settings:
+            cmd = [sys.executable, "-m", "lora_nb.bench", "--memory-child", setting,
+                   "--models", name, "--batch", str(args.batch), "--length", str(args.length),
+                   "--warmup", str(args.warmup), "--memory-steps", str(args.memory_steps)]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MEMORY_MARK)]
+            if proc.returncode != 0 or not lines:
+                raise RuntimeError(f"memory child {name}/{setting} failed:\n{proc.stderr[-3000:]}")
+            out[name][setting] = json.loads(lines[-1].removeprefix(MEMORY_MARK))
+    return out
+
+
+def section_inference(args: argparse.Namespace, device: torch.device) -> dict:
+    """Section 3: eval forward of the base model, LoRA unmerged and LoRA merged (§4.1)."""
+    out = {}
+    for name in args.models:
+        base = build_model(name).to(device).eval()
+        unmerged = prepare_setting(copy.deepcopy(base), "lora").eval()
+        merged = merge_lora(copy.deepcopy(unmerged)).eval()
+        models = {"base": base, "lora_unmerged": unmerged, "lora_merged": merged}
+        batch = synthetic_batch(base.config, args.batch, args.length, device)
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+
+        def forward(model: torch.nn.Module) -> Callable[[], None]:
+            def run() -> None:
+                with torch.no_grad(), autocast(device):
+                    model(**inputs)
+            return run
+
+        times = interleave({v: forward(m) for v, m in models.items()}, args.warmup, args.steps,
+                           device, f"inference {name}")
+        out[name] = {v: summary(t, args.batch * args.length) for v, t in times.items()}
+        del base, unmerged, merged, models
+        free_memory()
+    return out
+
+
+EPOCH_VARIANTS = ("padded", "dynamic", "dynamic_grouped")
+
+
+def section_epoch(args: argparse.Namespace, device: torch.device, glue_dir: Path) -> dict:
+    """Section 4: one LoRA epoch on SST-2 with each padding strategy, interleaved batch by batch
+    (the order rotates every round); tokens processed count the padding."""
+    base = build_model("minilm")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
+    data = tokenize_glue(load_glue("sst2", glue_dir), tokenizer, "sst2", args.length)
+    train = subset(data["train"], args.epoch_examples, seed=0)
+    options = {"padded": {"pad_to": args.length}, "dynamic": {},
+               "dynamic_grouped": {"group_by_length": True}}
+    loaders = {v: make_dataloader(train, tokenizer, args.batch, train=True, seed=0, **options[v])
+               for v in EPOCH_VARIANTS}
+    steps = {v: train_step(prepare_setting(copy.deepcopy(base), "lora").to(device), device)
+             for v in EPOCH_VARIANTS}
+    iterators = {v: iter(loader) for v, loader in loaders.items()}
+    stats = {v: {"wall_s": 0.0, "steps": 0, "tokens": 0, "real_tokens": 0} for v in EPOCH_VARIANTS}
+    n_batches = len(loaders["padded"])
+
+    for i in tqdm(range(n_batches), desc="epoch", leave=False):
+        for v in EPOCH_VARIANTS[i % 3:] + EPOCH_VARIANTS[: i % 3]:
+            synchronize(device)
+            start = time.perf_counter()
+            batch = {k: t.to(device) for k, t in next(iterators[v]).items()}
+            steps[v](batch)
+            synchronize(device)
+            stats[v]["wall_s"] += time.perf_counter() - start
+            stats[v]["steps"] += 1
+            stats[v]["tokens"] += batch["input_ids"].numel()
+            stats[v]["real_tokens"] += int(batch["attention_mask"].sum())
+    for s in stats.values():
+        s["tokens_per_s"] = s["real_tokens"] / s["wall_s"]
+        s["padding_fraction"] = 1 - s["real_tokens"] / s["tokens"]
+    del base, steps
+    free_memory()
+    return {"examples": len(train), "batch": args.batch, "max_length": args.length,
+            "variants": stats}
+
+
+def run_config(args: argparse.Namespace, glue_dir: Path, seed: int, output_dir: str) -> RunConfig:
+    """The whole-run setting: Table 9's SST-2 LoRA learning rate and warmup, shorter runs."""
+    return paper_config(
+        "sst2", "lora", model=REAL_MODEL, batch_size=args.batch, epochs=args.run_epochs,
+        max_length=args.length, max_train_samples=args.run_examples,
+        max_eval_samples=args.run_eval_examples, glue_dir=str(glue_dir), seed=seed,
+        output_dir=output_dir, overwrite=True, num_threads=args.threads)
+
+
+def run_lora_nb(config: RunConfig) -> dict:
+    """`lora_nb.train.run`: wall time and best validation accuracy."""
+    start = time.perf_counter()
+    record = train_run(config, progress=False)
+    return {"wall_s": time.perf_counter() - start, "best_accuracy": record["best_metric"]}
+
+
+def run_peft_trainer(config: RunConfig) -> dict:
+    """What a user would otherwise write: peft's LoRA and transformers' `Trainer` with its
+    defaults, given the same model, data, hyperparameters and epochs, evaluating every epoch."""
+    start = time.perf_counter()
+    set_seed(config.seed)
+    ref = resolve_model(config.model)
+    tokenizer = AutoTokenizer.from_pretrained(ref)
+    model = AutoModelForSequenceClassification.from_pretrained(ref, num_labels=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = get_peft_model(model, peft_lora_config(model))
+    data = tokenize_glue(load_glue(config.task, config.glue_dir), tokenizer, config.task,
+                         config.max_length)
+    train = subset(data["train"], config.max_train_samples, config.seed).remove_columns("length")
+    val = subset(data["validation"], config.max_eval_samples, 0).remove_columns("length")
+
+    def accuracy(pred) -> dict:
+        return {"accuracy": float((np.argmax(pred.predictions, -1) == pred.label_ids).mean())}
+
+    training_args = TrainingArguments(
+        output_dir=config.output_dir, learning_rate=config.learning_rate,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size, num_train_epochs=config.epochs,
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a ratio
+        weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
+        eval_strategy="epoch", save_strategy="no", report_to=[], seed=config.seed,
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), disable_tqdm=True)
+    trainer = Trainer(model=model, args=training_args, train_dataset=train, eval_dataset=val,
+                      processing_class=tokenizer, compute_metrics=accuracy)
+    trainer.train()
+    best = max(e["eval_accuracy"] for e in trainer.state.log_history if "eval_accuracy" in e)
+    return {"wall_s": time.perf_counter() - start, "best_accuracy": best}
+
+
+WHOLE_RUN = {"lora_nb": run_lora_nb, "peft_trainer": run_peft_trainer}
+
+
+def section_whole_run(args: argparse.Namespace, glue_dir: Path) -> dict:
+    """Section 5: whole runs per seed, the two pipelines alternating which goes first."""
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(REAL_MODEL))
+    tokenize_glue(load_glue("sst2", glue_dir), tokenizer, "sst2", args.length)  # fill the cache
+    runs: dict[str, list[dict]] = {p: [] for p in WHOLE_RUN}
+    with tempfile.TemporaryDirectory(prefix="lora_nb_bench_", dir=args.tmp_dir) as tmp:
+        for seed in tqdm(range(args.seeds), desc="whole runs", leave=False):
+            order = list(WHOLE_RUN) if seed % 2 == 0 else list(WHOLE_RUN)[::-1]
+            for pipeline in order:
+                config = run_config(args, glue_dir, seed, os.path.join(tmp, f"{pipeline}-{seed}"))
+                runs[pipeline].append({"seed": seed, **WHOLE_RUN[pipeline](config)})
+                free_memory()
+    return {
+        "settings": {k: getattr(config, k) for k in ("task", "model", "learning_rate", "batch_size",
+                                                     "epochs", "warmup_ratio", "max_length",
+                                                     "max_train_samples", "max_eval_samples")},
+        "pipelines": {p: {"runs": r,
+                          "median_wall_s": median(x["wall_s"] for x in r),
+                          "median_best_accuracy": median(x["best_accuracy"] for x in r)}
+                      for p, r in runs.items()},
+    }
+
+
+def section_ceiling(args: argparse.Namespace, device: torch.device, train: dict | None) -> dict:
+    """Section 6: the matmul ceiling and each training setting's FLOP/s as a fraction of it."""
+    size = args.matmul_size or (8192 if device.type == "cuda" else 2048)
+    ceiling = matmul_ceiling(device, size, args.warmup, max(args.steps, 5))
+    out: dict = {"matmul": ceiling, "train_step": {}}
+    for name, result in (train or {}).items():
+        config = model_config(name)
+        out["train_step"][name] = {}
+        for setting, stats in result["settings"].items():
+            flops = flops_per_step(config, args.batch, args.length,
+                                   "full" if setting == "full" else "lora")
+            per_step = [flops / t / ceiling["flops_per_s"] for t in stats["times_s"]]
+            out["train_step"][name][setting] = {
+                "flops_per_step": flops, "flops_per_s": flops / stats["median_s"],
+                "fraction_of_ceiling": flops / stats["median_s"] / ceiling["flops_per_s"],
+                "fraction_min": min(per_step), "fraction_max": max(per_step)}
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+
+def goal_ratios(results: dict) -> dict[str, dict]:
+    """The ratios the optimisation work aims at, from the sections that ran."""
+    goals: dict[str, dict] = {}
+    for name, r in results.get("train_step", {}).items():
+        t = {s: v["times_s"] for s, v in r["settings"].items()}
+        goals[f"{name}: lora/peft step time"] = ratio(t["lora"], t["peft"])
+        goals[f"{name}: lora/full step time"] = ratio(t["lora"], t["full"])
+    for name, r in results.get("memory", {}).items():
+        if {"lora", "full"} <= set(r):
+            goals[f"{name}: lora/full peak memory"] = single(
+                r["lora"]["peak_bytes"] / r["full"]["peak_bytes"])
+            goals[f"{name}: lora/full training memory (peak - after build)"] = single(
+                r["lora"]["training_bytes"] / max(r["full"]["training_bytes"], 1))
+    for name, r in results.get("inference", {}).items():
+        goals[f"{name}: merged/base inference latency"] = ratio(
+            r["lora_merged"]["times_s"], r["base"]["times_s"])
+    if "epoch" in results:
+        v = results["epoch"]["variants"]
+        goals["epoch time padded/(dynamic+grouped)"] = single(
+            v["padded"]["wall_s"] / v["dynamic_grouped"]["wall_s"])
+    for name, r in results.get("ceiling", {}).get("train_step", {}).items():
+        lora = r["lora"]
+        goals[f"{name}: lora step FLOP/s / matmul ceiling"] = {
+            "median": lora["fraction_of_ceiling"], "min": lora["fraction_min"],
+            "max": lora["fraction_max"]}
+    if "whole_run" in results:
+        p = results["whole_run"]["pipelines"]
+        goals["whole run lora_nb/(peft+Trainer) wall time"] = ratio(
+            [x["wall_s"] for x in p["lora_nb"]["runs"]],
+            [x["wall_s"] for x in p["peft_trainer"]["runs"]])
+        for pipeline, label in (("lora_nb", "lora_nb"), ("peft_trainer", "peft+Trainer")):
+            acc = [x["best_accuracy"] for x in p[pipeline]["runs"]]
+            goals[f"best accuracy {label}"] = {"median": median(acc), "min": min(acc),
+                                               "max": max(acc)}
+    return goals
+
+
+def _ms(stats: dict) -> list[float]:
+    return [1000 * stats[k] for k in ("median_s", "min_s", "max_s")]
+
+
+def print_section(number: int, results: dict) -> None:
+    """Print one section's table (markdown)."""
+    fmt = {"tablefmt": "github", "floatfmt": ".4g"}
+    if number == 1:
+        rows = [[name, s, r["trainable_parameters"][s], *_ms(v), v["tokens_per_s"]]
+                for name, r in results["train_step"].items() for s, v in r["settings"].items()]
+        head = ["model", "setting", "trainable", "median ms", "min ms", "max ms", "tokens/s"]
+        title = "1. training step (forward + backward + AdamW)"
+    elif number == 2:
+        rows = [[name, s, v["peak_bytes"] / MiB, v["after_build_bytes"] / MiB,
+                 v["training_bytes"] / MiB]
+                for name, r in results["memory"].items() for s, v in r.items()]
+        head = ["model", "setting", "peak MiB", "after build MiB", "training MiB"]
+        title = "2. peak memory (own process each)"
+    elif number == 3:
+        rows = [[name, v, *_ms(s), s["tokens_per_s"]]
+                for name, r in results["inference"].items() for v, s in r.items()]
+        head = ["model", "variant", "median ms", "min ms", "max ms", "tokens/s"]
+        title = "3. inference latency (eval, no_grad)"
+    elif number == 4:
+        e = results["epoch"]
+        rows = [[v, s["steps"], s["tokens"], s["real_tokens"], 100 * s["padding_fraction"],
+                 s["wall_s"], s["tokens_per_s"]] for v, s in e["variants"].items()]
+        head = ["variant", "steps", "tokens (with padding)", "real tokens", "padding %",
+                "wall s", "real tokens/s"]
+        title = (f"4. one LoRA epoch, {e['examples']} SST-2 examples, batch {e['batch']}, "
+                 f"max length {e['max_length']} ({REAL_MODEL})")
+    elif number == 5:
+        w = results["whole_run"]
+        rows = [[p, x["seed"], x["wall_s"], x["best_accuracy"]]
+                for p, r in w["pipelines"].items() for x in r["runs"]]
+        rows += [[p, "median", r["median_wall_s"], r["median_best_accuracy"]]
+                 for p, r in w["pipelines"].items()]
+        head = ["pipeline", "seed", "wall s", "best accuracy"]
+        title = f"5. whole run: {json.dumps(w['settings'])}"
+    else:
+        c = results["ceiling"]
+        m = c["matmul"]
+        rows = [[name, s, v["flops_per_step"] / 1e9, v["flops_per_s"] / 1e9,
+                 v["fraction_of_ceiling"]]
+                for name, r in c["train_step"].items() for s, v in r.items()]
+        head = ["model", "setting", "GFLOP/step", "achieved GFLOP/s", "fraction of ceiling"]
+        title = (f"6. matmul ceiling ({m['size']}³ {m['dtype']}): {m['median_s'] * 1000:.4g} ms, "
+                 f"{m['flops_per_s'] / 1e9:.4g} GFLOP/s; training steps against it")
+    print(f"\n## {title}\n")
+    print(tabulate(rows, head, **fmt) if rows else "(no training steps: section 1 did not run)")
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _csv(kind: Callable[[str], object], choices: tuple | None = None) -> Callable[[str], list]:
+    def parse(s: str) -> list:
+        values = [kind(x.strip()) for x in s.split(",") if x.strip()]
+        bad = [v for v in values if choices is not None and v not in choices]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(f"{s!r}: choose from {choices}")
+        return values
+    return parse
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(s: str) -> int:
+        if int(s) < minimum:
+            raise argparse.ArgumentTypeError(f"{s}: must be >= {minimum}")
+        return int(s)
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lora_nb.bench",
+                                description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--sections", type=_csv(int, SECTIONS), default=list(SECTIONS),
+                   help="comma-separated sections to run")
+    p.add_argument("--models", type=_csv(str, MODELS), default=["roberta-base-shape", "minilm"],
+                   help="models for sections 1, 2, 3 and 6")
+    p.add_argument("--batch", type=_count(1), default=16, help="batch size (all sections)")
+    p.add_argument("--length", type=_count(1), default=128,
+                   help="sequence length (sections 1-3), max and padded length (4, 5)")
+    p.add_argument("--warmup", type=_count(0), default=2, help="unmeasured warm-up steps")
+    p.add_argument("--steps", type=_count(1), default=5, help="measured steps per setting")
+    p.add_argument("--threads", type=_count(0), default=0,
+                   help="torch CPU threads; 0: torch's default")
+    p.add_argument("--memory-settings", type=_csv(str, SETTINGS), default=list(SETTINGS),
+                   help="settings measured in section 2")
+    p.add_argument("--memory-steps", type=_count(1), default=2,
+                   help="steps after warm-up (section 2)")
+    p.add_argument("--glue-dir", default=None,
+                   help="GLUE parquet directory (sections 4, 5); None: $LORA_NB_GLUE_DIR")
+    p.add_argument("--epoch-examples", type=_count(1), default=2000,
+                   help="SST-2 training examples in section 4's epoch")
+    p.add_argument("--run-examples", type=_count(1), default=2000,
+                   help="SST-2 training examples in section 5's runs")
+    p.add_argument("--run-epochs", type=_count(1), default=2, help="epochs of section 5's runs")
+    p.add_argument("--run-eval-examples", type=_count(1), default=872,
+                   help="validation examples in section 5 (872: all)")
+    p.add_argument("--seeds", type=_count(1), default=3, help="seeds of section 5 (0, 1, ...)")
+    p.add_argument("--matmul-size", type=_count(0), default=0,
+                   help="0: 2048 on the CPU, 8192 on a GPU")
+    p.add_argument("--out", default="bench.json", help="the JSON file written")
+    p.add_argument("--tmp-dir", default=None,
+                   help="where section 5's runs go (a temporary folder inside); None: the system's")
+    p.add_argument("--memory-child", choices=SETTINGS, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def environment(device: torch.device) -> dict:
+    import peft
+    import transformers
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        platform.processor() or platform.machine()
+    return {"device": f"{device.type}: {name}", "torch_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "autocast": "bf16" if device.type == "cuda" else "none",
+            "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                         "transformers": transformers.__version__, "peft": peft.__version__}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    hf_logging.set_verbosity_error()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.memory_child:
+        if len(args.models) != 1:
+            parser.error("--memory-child takes one model")
+        print(MEMORY_MARK + json.dumps(memory_child(args, device)), flush=True)
+        return 0
+    glue_dir = resolve_glue_dir(args.glue_dir)
+    if {4, 5} & set(args.sections) and glue_dir is None:
+        parser.error("sections 4 and 5 need --glue-dir or $LORA_NB_GLUE_DIR")
+
+    results: dict = {"environment": environment(device), "args": vars(args)}
+    print(f"# lora_nb benchmark — {results['environment']['device']}, "
+          f"{torch.get_num_threads()} threads, batch {args.batch} × length {args.length}")
+    runners = {
+        1: ("train_step", lambda: section_train_step(args, device)),
+        2: ("memory", lambda: section_memory(args)),
+        3: ("inference", lambda: section_inference(args, device)),
+        4: ("epoch", lambda: section_epoch(args, device, glue_dir)),
+        5: ("whole_run", lambda: section_whole_run(args, glue_dir)),
+        6: ("ceiling", lambda: section_ceiling(args, device, results.get("train_step"))),
+    }
+    for number in sorted(set(args.sections)):
+        key, fn = runners[number]
+        results[key] = fn()
+        print_section(number, results)
+        sys.stdout.flush()
+    results["ratios"] = goal_ratios(results)
+    print("\n## goals (ratios of medians; min/max over interleaved pairs)\n")
+    print(tabulate([[g, r["median"], r["min"], r["max"]] for g, r in results["ratios"].items()],
+                   ["goal", "median", "min", "max"], tablefmt="github", floatfmt=".4g"))
+    Path(args.out).write_text(json.dumps(results, indent=1, default=str))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Which parameters train for each method of paper Table 2, and how many there are.
+
+- ``lora``: the LoRA matrices and the classification head (as microsoft/LoRA's run_glue.py);
+- ``full``: every parameter (FT);
+- ``bitfit``: every bias and the head (BitFit, Ben Zaken et al., 2021);
+- ``head``: the head alone (a frozen-encoder baseline).
+
+The head is the task-specific part a pretrained checkpoint does not hold: RoBERTa's
+``classifier`` (dense + out_proj), and for BERT the ``classifier`` plus the ``pooler`` in front
+of it, the analogue of RoBERTa's dense layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from torch import nn
+
+from .lora import LoRAConfig, add_lora, get_lora_config
+
+METHODS = ("lora", "full", "bitfit", "head")
+HEAD_PREFIXES = ("classifier.", "bert.pooler.")
+
+
+def is_head_parameter(name: str) -> bool:
+    """True for the classification head's parameters (see module docstring)."""
+    return name.startswith(HEAD_PREFIXES)
+
+
+def is_lora_parameter(name: str) -> bool:
+    return name.endswith((".lora_A", ".lora_B"))
+
+
+def is_trained(name: str, method: str) -> bool:
+    """Whether parameter `name` trains under `method`."""
+    if method == "full":
+        return True
+    if is_head_parameter(name):
+        return True
+    if method == "lora":
+        return is_lora_parameter(name)
+    if method == "bitfit":
+        return name.endswith(".bias")
+    return False
+
+
+def prepare_model(model: nn.Module, method: str, lora: LoRAConfig | None = None) -> nn.Module:
+    """Set up `model` for a training method, in place; inject LoRA first for ``lora``.
+
+    For ``lora``, `lora` gives targets, r, α and dropout (default: r = 8, α = 8 on Wq, Wv,
+    paper Table 9). Other methods take no LoRA configuration.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: unknown {method!r}; choose from {METHODS}")
+    if method != "lora" and lora is not None:
+        raise ValueError(f"method {method!r} takes no LoRA configuration (targets, r, alpha)")
+    if not any(is_head_parameter(n) for n, _ in model.named_parameters()):
+        raise ValueError(
+            f"{type(model).__name__} has no classification head (parameters starting with "
+            f"{HEAD_PREFIXES}); load it with AutoModelForSequenceClassification"
+        )
+    if method == "lora":
+        lora = lora or LoRAConfig()
+        current = get_lora_config(model)
+        if current is None:
+            add_lora(model, lora.targets, lora.r, lora.alpha, lora.dropout)
+        elif current != lora:
+            raise ValueError(f"model already has LoRA {current}, not the requested {lora}")
+    for name, param in model.named_parameters():
+        param.requires_grad_(is_trained(name, method))
+    model.training_method = method
+    return model
+
+
+@dataclass(frozen=True)
+class ParameterCounts:
+    """Parameter counts of a model. Table 2's "# Trainable Parameters" excludes the head."""
+
+    total: int
+    trainable: int
+    lora: int
+    head: int
+    trainable_without_head: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def count_parameters(model: nn.Module) -> ParameterCounts:
+    """Total, trainable, LoRA-only and head-only parameter counts (head: trainable or not)."""
+    total = trainable = lora = head = body_trainable = 0
+    for name, p in model.named_parameters():
+        n = p.numel()
+        total += n
+        trainable += n if p.requires_grad else 0
+        lora += n if is_lora_parameter(name) else 0
+        head += n if is_head_parameter(name) else 0
+        body_trainable += n if p.requires_grad and not is_head_parameter(name) else 0
+    return ParameterCounts(total, trainable, lora, head, body_trainable)

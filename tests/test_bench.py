@@ -1,0 +1,96 @@
+"""The benchmark (`python -m lora_nb.bench`) in a tiny configuration: every section runs and
+writes positive numbers under the keys the report reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lora_nb.bench import SETTINGS, flops_per_step, main, model_config
+
+GLUE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "glue"
+TINY = ["--batch", "2", "--length", "16", "--warmup", "1", "--steps", "5", "--threads", "1"]
+
+
+def _run(tmp_path: Path, *argv: str) -> dict:
+    out = tmp_path / "bench.json"
+    assert main([*TINY, *argv, "--out", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def _positive_stats(stats: dict) -> None:
+    assert 0 < stats["min_s"] <= stats["median_s"] <= stats["max_s"]
+    assert len(stats["times_s"]) == 5
+    assert stats["tokens_per_s"] > 0
+
+
+def test_flops_per_step_formula():
+    """Full fine-tuning costs 3× the forward; LoRA about 2×, less layer 0's Wq, Wk, Wv (§4.1)."""
+    config = model_config("roberta-base-shape")
+    full = flops_per_step(config, 16, 128, "full")
+    lora = flops_per_step(config, 16, 128, "lora")
+    head = flops_per_step(config, 16, 128, "head")
+    assert head < lora < full
+    assert 0.6 < lora / full < 0.7
+    assert lora < flops_per_step(config, 16, 128, "bitfit") < full  # layer 0 needs gradients
+    with pytest.raises(ValueError, match="method"):
+        flops_per_step(config, 16, 128, "adapter")
+
+
+def test_bench_tiny_sections(tmp_path):
+    data = _run(tmp_path, "--models", "tiny", "--sections", "1,2,3,6",
+                "--memory-settings", "lora", "--matmul-size", "128")
+    assert {"environment", "args", "train_step", "memory", "inference", "ceiling",
+            "ratios"} <= set(data)
+    step = data["train_step"]["tiny"]
+    assert set(step["settings"]) == set(SETTINGS)
+    for stats in step["settings"].values():
+        _positive_stats(stats)
+    # lora_nb and peft train the same parameters: LoRA A, B and the head
+    assert step["trainable_parameters"]["lora"] == step["trainable_parameters"]["peft"]
+    assert step["trainable_parameters"]["lora"] < step["trainable_parameters"]["full"]
+
+    memory = data["memory"]["tiny"]["lora"]
+    assert memory["peak_bytes"] >= memory["after_build_bytes"] > 0
+
+    inference = data["inference"]["tiny"]
+    assert set(inference) == {"base", "lora_unmerged", "lora_merged"}
+    for stats in inference.values():
+        _positive_stats(stats)
+
+    ceiling = data["ceiling"]
+    assert ceiling["matmul"]["flops_per_s"] > 0
+    for setting in SETTINGS:
+        fraction = ceiling["train_step"]["tiny"][setting]
+        assert fraction["flops_per_step"] > 0 and fraction["fraction_of_ceiling"] > 0
+
+    ratios = data["ratios"]
+    for goal in ("tiny: lora/peft step time", "tiny: lora/full step time",
+                 "tiny: merged/base inference latency", "tiny: lora step FLOP/s / matmul ceiling"):
+        r = ratios[goal]
+        assert 0 < r["min"] <= r["max"] and r["median"] > 0
+
+
+@pytest.mark.filterwarnings("ignore:'pin_memory' argument")  # Trainer's default, on a CPU
+def test_bench_real_data_sections(tmp_path):
+    if not GLUE_DIR.is_dir():
+        pytest.skip(f"no GLUE data at {GLUE_DIR}")
+    data = _run(tmp_path, "--sections", "4,5", "--glue-dir", str(GLUE_DIR),
+                "--epoch-examples", "32", "--run-examples", "32", "--run-epochs", "1",
+                "--run-eval-examples", "32", "--seeds", "1", "--tmp-dir", str(tmp_path))
+    variants = data["epoch"]["variants"]
+    assert set(variants) == {"padded", "dynamic", "dynamic_grouped"}
+    for v in variants.values():
+        assert v["steps"] == 16 and v["wall_s"] > 0 and v["tokens"] >= v["real_tokens"] > 0
+    # fixed padding processes the most tokens, the same real ones
+    assert variants["padded"]["tokens"] == 16 * 2 * 16
+    assert variants["padded"]["tokens"] >= variants["dynamic"]["tokens"]
+    assert len({v["real_tokens"] for v in variants.values()}) == 1
+
+    for pipeline in ("lora_nb", "peft_trainer"):
+        (run,) = data["whole_run"]["pipelines"][pipeline]["runs"]
+        assert run["wall_s"] > 0 and 0 <= run["best_accuracy"] <= 1
+    assert {"epoch time padded/(dynamic+grouped)", "whole run lora_nb/(peft+Trainer) wall time",
+            "best accuracy lora_nb", "best accuracy peft+Trainer"} <= set(data["ratios"])

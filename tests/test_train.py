@@ -1,0 +1,97 @@
+"""Real short runs: all-MiniLM-L6-v2 on ../shared/glue, on the CPU."""
+
+import json
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from conftest import GLUE_DIR
+from lora_nb import RunConfig, load_adapter, run
+from lora_nb.adapter import ADAPTER_FILE, read_adapter
+from lora_nb.glue import load_glue, make_dataloader, subset, tokenize_glue
+from lora_nb.models import load_model, load_model_config
+from lora_nb.train import evaluate, read_record
+
+
+def quick(tmp_path, **changes) -> RunConfig:
+    settings = dict(task="mrpc", method="lora", model="all-MiniLM-L6-v2", glue_dir=str(GLUE_DIR),
+                    max_train_samples=160, max_eval_samples=96, epochs=2, batch_size=16,
+                    learning_rate=1e-3, max_length=64, output_dir=str(tmp_path / "run"), num_threads=2)
+    return RunConfig(**{**settings, **changes})
+
+
+@pytest.fixture(scope="module")
+def mrpc_run(tmp_path_factory):
+    cfg = quick(tmp_path_factory.mktemp("mrpc"))
+    return cfg, run(cfg, progress=False)
+
+
+def test_loss_goes_down_and_the_record_is_complete(mrpc_run):
+    cfg, record = mrpc_run
+    assert record["status"] == "completed"
+    assert record["epochs"][1]["train_loss"] < record["epochs"][0]["train_loss"]
+    assert record == read_record(cfg.output_dir)  # what run() returns is what it wrote
+    assert record["config"] == cfg.to_dict() and record["primary_metric"] == "accuracy"
+    assert record["best_epoch"] in (1, 2)
+    assert record["best_metric"] == max(e["primary"] for e in record["epochs"])
+    assert set(record["epochs"][0]["eval"]["validation"]) == {"accuracy", "f1"}
+    assert record["data"] == {"train_examples": 160, "eval_examples": {"validation": 96}}
+    counts = record["parameters"]
+    assert counts["lora"] == 2 * 6 * 384 * 8 * 2  # |Θ| = 2 · L̂ · d · r over Wq and Wv (§7.1)
+    assert counts["trainable"] == counts["lora"] + counts["head"]
+    for key in ("wall_time_s", "train_tokens_per_s", "peak_memory_bytes"):
+        assert record[key] > 0
+    assert record["versions"]["torch"] == torch.__version__ and record["device"].startswith("cpu")
+    assert len(record["loss_curve"]) >= 4 and "finished_at" in record
+
+
+def test_adapter_reloads_to_the_same_validation_metric(mrpc_run):
+    cfg, record = mrpc_run
+    state, meta = read_adapter(f"{cfg.output_dir}/{ADAPTER_FILE}")
+    assert meta["epoch"] == record["best_epoch"] and meta["lora_config"]["r"] == 8
+    model, tokenizer = load_model(cfg.model, load_model_config(cfg.model, 2))
+    load_adapter(model, f"{cfg.output_dir}/{ADAPTER_FILE}")
+    data = tokenize_glue(load_glue("mrpc", GLUE_DIR), tokenizer, "mrpc", cfg.max_length)
+    loader = make_dataloader(subset(data["validation"], 96, 0), tokenizer, 64, train=False)
+    scores = evaluate(model, loader, "mrpc", Accelerator(), progress=False)
+    assert scores["accuracy"] == pytest.approx(record["best_metric"], abs=1e-9)
+
+
+def test_a_completed_run_is_never_overwritten_silently(mrpc_run):
+    cfg, record = mrpc_run
+    with pytest.raises(FileExistsError, match="holds a completed run"):
+        run(cfg)
+    assert read_record(cfg.output_dir) == record
+
+
+def test_stsb_trains_as_regression(tmp_path):
+    record = run(quick(tmp_path, task="stsb", max_train_samples=64, max_eval_samples=64, epochs=1),
+                 progress=False)
+    assert record["primary_metric"] == "pearson"
+    assert set(record["epochs"][0]["eval"]["validation"]) == {"pearson", "spearman"}
+    assert record["parameters"]["head"] == 384 * 384 + 384 + 384 * 1 + 1  # pooler + 1-output classifier
+
+
+def test_non_finite_loss_stops_the_run_with_a_failed_record(tmp_path, monkeypatch):
+    monkeypatch.setattr("lora_nb.train.torch.isfinite", lambda t: torch.tensor(False))
+    cfg = quick(tmp_path, max_train_samples=32, max_eval_samples=32, epochs=1)
+    with pytest.raises(FloatingPointError, match="loss is .* at epoch 1, step 1"):
+        run(cfg, progress=False)
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["status"] == "failed" and "FloatingPointError" in record["error"]
+    monkeypatch.undo()
+    assert run(quick(tmp_path, max_train_samples=16, max_eval_samples=16, epochs=1),
+               progress=False)["status"] == "completed"  # a failed run may be rerun in place
+
+
+def test_init_adapter_starts_lora_from_another_run(mrpc_run, tmp_path):
+    cfg, _ = mrpc_run
+    source, _ = read_adapter(f"{cfg.output_dir}/{ADAPTER_FILE}")
+    record = run(quick(tmp_path, task="stsb", max_train_samples=16, max_eval_samples=16, epochs=1,
+                       learning_rate=1e-12, init_adapter=f"{cfg.output_dir}/{ADAPTER_FILE}"), progress=False)
+    trained, _ = read_adapter(tmp_path / "run" / ADAPTER_FILE)
+    lora_keys = [k for k in source if k.endswith("lora_B")]
+    assert record["status"] == "completed" and lora_keys
+    for key in lora_keys:  # a learning rate of 1e-12 leaves the MNLI-style start in place
+        assert torch.allclose(trained[key], source[key], atol=1e-6)
