@@ -97,3 +97,25 @@ def count_parameters(model: nn.Module) -> ParameterCounts:
         head += n if is_head_parameter(name) else 0
         body_trainable += n if p.requires_grad and not is_head_parameter(name) else 0
     return ParameterCounts(total, trainable, lora, head, body_trainable)
+
+
+def roberta_base_lora_counts(ranks=(1, 2, 4, 8, 64),
+                             weight_types=(("q",), ("q", "v"), ("q", "k", "v", "o"))) -> str:
+    """LoRA parameter counts of RoBERTa-base (built from its config, no download) by weight type
+    and rank, as a Markdown table: |Θ| = 2 · L̂ · d · r (§7.1)."""
+    from transformers import AutoModelForSequenceClassification, RobertaConfig
+
+    config = RobertaConfig(max_position_embeddings=514, type_vocab_size=1, num_labels=2)
+    lines = ["| weight types | " + " | ".join(f"r={r}" for r in ranks) + " |",
+             "|---" * (len(ranks) + 1) + "|"]
+    for targets in weight_types:
+        cells = []
+        for r in ranks:
+            model = AutoModelForSequenceClassification.from_config(config)
+            cells.append(f"{count_parameters(prepare_model(model, 'lora', LoRAConfig(targets, r, 8.0))).lora:,}")
+        lines.append(f"| {','.join('W' + t for t in targets)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(roberta_base_lora_counts())

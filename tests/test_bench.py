@@ -10,7 +10,7 @@ import pytest
 
 from lora_nb.bench import SETTINGS, flops_per_step, main, model_config
 
-GLUE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "glue"
+from conftest import GLUE_DIR  # noqa: E402
 TINY = ["--batch", "2", "--length", "16", "--warmup", "1", "--steps", "5", "--threads", "1"]
 
 

@@ -26,7 +26,7 @@ def test_cpu_preset_settings_are_valid_and_uniform(tmp_path):
     specs = build_grid("cpu", tmp_path, glue_dir=str(GLUE_DIR))
     validate_grid(specs)
     t2 = [s.config for s in specs if "table2" in s.config.tags]
-    assert {(c.max_train_samples, c.epochs, c.max_length) for c in t2} == {(400, 2, 128)}
+    assert {(c.max_train_samples, c.epochs, c.max_length) for c in t2} == {(320, 2, 128)}
     t6 = [s.config for s in specs if "table6" in s.config.tags]
     assert {(tuple(c.targets), c.r) for c in t6} == {(t, r) for t in sweep.WEIGHT_TYPES for r in sweep.RANKS}
     assert all(c.task == "mnli" and c.method == "lora" for c in t6)
@@ -128,3 +128,14 @@ def test_a_real_failing_notebook_is_recorded(tmp_path):
     record = json.loads((tmp_path / "runs" / spec.run_id / "record.json").read_text())
     assert record["status"] == "failed" and "has no mrpc" in record["error"]
     assert (tmp_path / "runs" / spec.run_id / "train.ipynb").exists()  # the executed copy, for debugging
+
+
+def test_a_runs_folder_made_with_other_settings_is_refused(tmp_path):
+    spec = build_grid("smoke", tmp_path)[0]
+    other = replace(spec.config, learning_rate=spec.config.learning_rate * 2)
+    write_record(sweep.Path(spec.config.output_dir).mkdir(parents=True) or sweep.Path(spec.config.output_dir),
+                 {"status": "completed", "config": other.to_dict()})
+    with pytest.raises(ValueError, match="holds a completed run made with other settings \\(learning_rate\\)"):
+        validate_grid([spec])
+    write_record(sweep.Path(spec.config.output_dir), {"status": "completed", "config": replace(spec.config, num_threads=7).to_dict()})
+    validate_grid([spec])  # execution settings may differ
