@@ -59,6 +59,7 @@ def test_table2_findings_quote_the_numbers(runs):
     text = results.table2_findings(results.table2(results.load_records(runs)))
     assert "LoRA scores 85.0 and full fine-tuning 75.0 (+10.0 points)" in text
     assert "SST-2 +10.0" in text and "2.00% of FT's parameters" in text
+    assert "LoRA matches it within the seed spread on SST-2" in text  # +10 vs FT std 10.4
 
 
 def test_table6_by_weight_type_and_rank(runs):
@@ -74,3 +75,11 @@ def test_table6_by_weight_type_and_rank(runs):
     assert course.at["Wq", "r=64"] == "83.2"
     text = results.table6_findings(t6)
     assert "best rank up to 8 (r=8, 64.0) against r=64 (62.0)" in text and "Wq,Wv beats Wq at 3 of 3 ranks" in text
+    assert "400 validation examples: sampling error alone is about ±2.5 points" in text  # p = 0.595
+
+
+def test_table2_findings_flag_tasks_where_nothing_is_learned(runs):
+    for seed in range(3):
+        write(runs, f"t2-sst2-head-s{seed}", "sst2", "head", seed, 0.74 + 0.01 * seed, ["table2"])
+    text = results.table2_findings(results.table2(results.load_records(runs)))
+    assert "On SST-2 FT does not beat training the head alone" in text and "exceeds" not in text
