@@ -304,7 +304,12 @@ def subspace_findings(fig3: pd.DataFrame, fig4: pd.DataFrame, amp: pd.DataFrame,
     if not seeds.empty:
         by_i = seeds.groupby("i")["phi"].median()
         parts.append("Two r=64 runs that differ only in the seed: median φ(i,i) " + ", ".join(
-            f"{v:.2f} at i={i}" for i, v in by_i.items()) + f" (random: {1 / d * 64:.2f} at i=64).")
+            f"{v:.2f} at i={i} (random {i / d:.3f})" for i, v in by_i.items()) + ".")
+        if all(v < 2 * i / d + 0.05 for i, v in by_i.items()):
+            parts.append("The two seeds' A matrices are hardly closer than random ones: A moves little "
+                         "from its random initialisation in a short run, because its gradient is "
+                         "proportional to B, which starts at zero (§4.1). φ on A then reflects the "
+                         "initialisation more than what was learned.")
     parts.append("As in the paper, the top direction is shared across ranks."
                  if top["phi"].median() > 0.5 else
                  "Unlike the paper's GPT-3, the top direction is not consistently shared here.")
@@ -316,6 +321,9 @@ def subspace_findings(fig3: pd.DataFrame, fig4: pd.DataFrame, amp: pd.DataFrame,
                if len(med) > 1 and med.iloc[0] > med.iloc[-1] else
                "It does not shrink with r here, unlike the paper."))
         rel = (amp["proj_delta"] / amp["proj_w"]).median()
-        parts.append(f"W projected onto ΔW's directions keeps {rel:.1%} of its norm along its own "
-                     "top directions: ΔW amplifies directions W does not emphasise.")
+        rnd = (amp["proj_random"] / amp["proj_w"]).median()
+        parts.append(f"‖UᵀWV‖ on ΔW's top directions is {rel:.1%} of the same projection on W's own top "
+                     f"directions (a random subspace: {rnd:.1%}): "
+                     + ("ΔW emphasises directions W does not, as the paper finds." if rel < 0.5 else
+                        "ΔW largely follows W's top directions, unlike the paper."))
     return " ".join(parts)

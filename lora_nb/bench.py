@@ -159,6 +159,22 @@ def train_step(model: torch.nn.Module, device: torch.device) -> Callable[[dict],
     return step
 
 
+def profile_lora_step(args: argparse.Namespace, device: torch.device) -> str:
+    """`torch.profiler`'s table of where a lora_nb LoRA step (r = 8, Wq,Wv) spends its time, on
+    the first of --models: what bounds the step time."""
+    from torch.profiler import profile
+
+    model = prepare_setting(build_model(args.models[0]), "lora").to(device)
+    batch = synthetic_batch(model.config, args.batch, args.length, device)
+    step = train_step(model, device)
+    for _ in range(max(1, args.warmup)):
+        step(batch)
+    with profile() as prof:
+        for _ in range(args.steps):
+            step(batch)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -654,6 +670,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tmp-dir", default=None,
                    help="where section 5's runs go (a temporary folder inside); None: the system's")
     p.add_argument("--memory-child", choices=SETTINGS, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--profile", action="store_true",
+                   help="print torch.profiler's table for a LoRA step of the first model and exit")
     return p
 
 
@@ -680,6 +698,9 @@ def main(argv: list[str] | None = None) -> int:
         if len(args.models) != 1:
             parser.error("--memory-child takes one model")
         print(MEMORY_MARK + json.dumps(memory_child(args, device)), flush=True)
+        return 0
+    if args.profile:
+        print(profile_lora_step(args, device))
         return 0
     glue_dir = resolve_glue_dir(args.glue_dir)
     if {4, 5} & set(args.sections) and glue_dir is None:

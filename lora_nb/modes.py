@@ -118,4 +118,18 @@ def roberta_base_lora_counts(ranks=(1, 2, 4, 8, 64),
 
 
 if __name__ == "__main__":
+    import os
+    import tempfile
+
+    from transformers import AutoModelForSequenceClassification, RobertaConfig
+
+    from .adapter import save_adapter
+
     print(roberta_base_lora_counts())
+    model = AutoModelForSequenceClassification.from_config(
+        RobertaConfig(max_position_embeddings=514, type_vocab_size=1, num_labels=2))
+    prepare_model(model, "lora", LoRAConfig(("q", "v"), 8, 8.0))
+    print(f"r = 8 on Wq, Wv: {count_parameters(model)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_adapter(model, os.path.join(tmp, "adapter.safetensors"))
+        print(f"adapter file: {path.stat().st_size:,} bytes")

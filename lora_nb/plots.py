@@ -13,14 +13,15 @@ import seaborn as sns
 from .results import METHOD_LABELS, REFERENCE_DIR, TASK_LABELS
 
 sns.set_theme(context="notebook", style="whitegrid")
+plt.rcParams["svg.hashsalt"] = "lora-nb"  # the same figure gives the same SVG, run after run
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike | None) -> plt.Figure:
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path.with_suffix(".png"), dpi=130, bbox_inches="tight")
-        fig.savefig(path.with_suffix(".svg"), bbox_inches="tight")
+        fig.savefig(path.with_suffix(".png"), dpi=130, bbox_inches="tight", metadata={"Software": None})
+        fig.savefig(path.with_suffix(".svg"), bbox_inches="tight", metadata={"Date": None})
     return fig
 
 

@@ -26,10 +26,17 @@ def render_html(notebook: Path, html: Path) -> Path:
 
 def build_report(runs_dir: str | os.PathLike, figures_dir: str | os.PathLike = REPO_ROOT / "figures",
                  report_dir: str | os.PathLike = REPO_ROOT / "report",
-                 subspace: bool = True) -> list[Path]:
+                 subspace: bool = True, force: bool = False) -> list[Path]:
     """Execute ``analysis.ipynb`` (and ``subspace.ipynb``) on `runs_dir`; write figures and
-    tables to `figures_dir`, HTML and a copy of every run record to `report_dir`."""
+    tables to `figures_dir`, HTML and a copy of every run record to `report_dir`. Returns what
+    it wrote: nothing when the report is newer than every record, notebook and module
+    (``force`` renders anyway)."""
     runs_dir, figures_dir, report_dir = Path(runs_dir).resolve(), Path(figures_dir).resolve(), Path(report_dir).resolve()
+    outputs = [report_dir / "index.html"] + ([report_dir / "subspace.html"] if subspace else [])
+    inputs = [*runs_dir.glob("*/record.json"), *NOTEBOOKS.glob("*.ipynb"), *Path(__file__).parent.glob("*.py")]
+    if not force and all(p.exists() for p in outputs) and inputs and \
+            min(p.stat().st_mtime for p in outputs) > max(p.stat().st_mtime for p in inputs):
+        return []  # nothing changed since the report was rendered
     executed = runs_dir / "_report"
     executed.mkdir(parents=True, exist_ok=True)
     report_dir.mkdir(parents=True, exist_ok=True)

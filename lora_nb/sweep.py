@@ -302,8 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         from .report import build_report
 
-        for path in build_report(runs_dir):
+        written = build_report(runs_dir)
+        for path in written:
             print(f"wrote {path}")
+        if not written:
+            print("report/ is up to date with the runs, notebooks and package")
     return 1 if any(o.status == FAILED for o in outcomes) else 0
 
 

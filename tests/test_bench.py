@@ -94,3 +94,9 @@ def test_bench_real_data_sections(tmp_path):
         assert run["wall_s"] > 0 and 0 <= run["best_accuracy"] <= 1
     assert {"epoch time padded/(dynamic+grouped)", "whole run lora_nb/(peft+Trainer) wall time",
             "best accuracy lora_nb", "best accuracy peft+Trainer"} <= set(data["ratios"])
+
+
+def test_profile_prints_where_a_lora_step_spends_its_time(capsys):
+    assert main(["--models", "tiny", "--profile", "--batch", "2", "--length", "8", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Self CPU" in out and "aten::" in out

@@ -52,3 +52,10 @@ def test_subspace_report_from_the_smoke_adapters(smoke):
     for name in ("fig3_subspace_r8_r64.png", "fig4_subspace_seeds.png", "table7_amplification.csv",
                  "table7_amplification.png"):
         assert (root / "figures" / name).stat().st_size > 0, name
+
+
+def test_report_is_not_rebuilt_when_nothing_changed(smoke):
+    root, _, _, _ = smoke
+    before = (root / "report" / "index.html").stat().st_mtime
+    assert build_report(root / "runs", figures_dir=root / "figures", report_dir=root / "report") == []
+    assert (root / "report" / "index.html").stat().st_mtime == before
