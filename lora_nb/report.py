@@ -32,8 +32,12 @@ def build_report(runs_dir: str | os.PathLike, figures_dir: str | os.PathLike = R
     it wrote: nothing when the report is newer than every record, notebook and module
     (``force`` renders anyway)."""
     runs_dir, figures_dir, report_dir = Path(runs_dir).resolve(), Path(figures_dir).resolve(), Path(report_dir).resolve()
-    outputs = [report_dir / "index.html"] + ([report_dir / "subspace.html"] if subspace else [])
-    inputs = [*runs_dir.glob("*/record.json"), *NOTEBOOKS.glob("*.ipynb"), *Path(__file__).parent.glob("*.py")]
+    pages = [("analysis", "index.html", {"subspace_report": "subspace.html" if subspace else None})]
+    if subspace:
+        pages.append(("subspace", "subspace.html", {}))
+    outputs = [report_dir / html for _, html, _ in pages]
+    inputs = [*runs_dir.glob("*/record.json"), *(NOTEBOOKS / f"{name}.ipynb" for name, _, _ in pages),
+              *Path(__file__).parent.glob("*.py")]
     if not force and all(p.exists() for p in outputs) and inputs and \
             min(p.stat().st_mtime for p in outputs) > max(p.stat().st_mtime for p in inputs):
         return []  # nothing changed since the report was rendered
@@ -41,9 +45,6 @@ def build_report(runs_dir: str | os.PathLike, figures_dir: str | os.PathLike = R
     executed.mkdir(parents=True, exist_ok=True)
     report_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    pages = [("analysis", "index.html", {"subspace_report": "subspace.html" if subspace else None})]
-    if subspace:
-        pages.append(("subspace", "subspace.html", {}))
     for name, html, extra in pages:
         out = executed / f"{name}.ipynb"
         papermill.execute_notebook(
