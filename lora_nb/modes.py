@@ -99,20 +99,23 @@ def count_parameters(model: nn.Module) -> ParameterCounts:
     return ParameterCounts(total, trainable, lora, head, body_trainable)
 
 
-def roberta_base_lora_counts(ranks=(1, 2, 4, 8, 64),
-                             weight_types=(("q",), ("q", "v"), ("q", "k", "v", "o"))) -> str:
-    """LoRA parameter counts of RoBERTa-base (built from its config, no download) by weight type
-    and rank, as a Markdown table: |Θ| = 2 · L̂ · d · r (§7.1)."""
+def _roberta_base():
+    """A RoBERTa-base-shaped classifier with random weights (its config, no download)."""
     from transformers import AutoModelForSequenceClassification, RobertaConfig
 
     config = RobertaConfig(max_position_embeddings=514, type_vocab_size=1, num_labels=2)
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+def roberta_base_lora_counts(ranks=(1, 2, 4, 8, 64),
+                             weight_types=(("q",), ("q", "v"), ("q", "k", "v", "o"))) -> str:
+    """LoRA parameter counts of RoBERTa-base by weight type and rank, as a Markdown table:
+    |Θ| = 2 · L̂ · d · r (§7.1)."""
     lines = ["| weight types | " + " | ".join(f"r={r}" for r in ranks) + " |",
              "|---" * (len(ranks) + 1) + "|"]
     for targets in weight_types:
-        cells = []
-        for r in ranks:
-            model = AutoModelForSequenceClassification.from_config(config)
-            cells.append(f"{count_parameters(prepare_model(model, 'lora', LoRAConfig(targets, r, 8.0))).lora:,}")
+        cells = [f"{count_parameters(prepare_model(_roberta_base(), 'lora', LoRAConfig(targets, r, 8.0))).lora:,}"
+                 for r in ranks]
         lines.append(f"| {','.join('W' + t for t in targets)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -121,14 +124,10 @@ if __name__ == "__main__":
     import os
     import tempfile
 
-    from transformers import AutoModelForSequenceClassification, RobertaConfig
-
     from .adapter import save_adapter
 
     print(roberta_base_lora_counts())
-    model = AutoModelForSequenceClassification.from_config(
-        RobertaConfig(max_position_embeddings=514, type_vocab_size=1, num_labels=2))
-    prepare_model(model, "lora", LoRAConfig(("q", "v"), 8, 8.0))
+    model = prepare_model(_roberta_base(), "lora", LoRAConfig(("q", "v"), 8, 8.0))
     print(f"r = 8 on Wq, Wv: {count_parameters(model)}")
     with tempfile.TemporaryDirectory() as tmp:
         path = save_adapter(model, os.path.join(tmp, "adapter.safetensors"))

@@ -141,11 +141,6 @@ def build_grid(preset: Preset | str, runs_dir: str | os.PathLike, glue_dir: str 
 EXECUTION_FIELDS = ("num_threads", "overwrite", "eval_batch_size")
 
 
-def _same_run(recorded: dict, config: RunConfig) -> bool:
-    wanted = config.to_dict()
-    return all(recorded.get(k) == v for k, v in wanted.items() if k not in EXECUTION_FIELDS)
-
-
 def validate_grid(specs: list[RunSpec]) -> None:
     """Check every configuration before anything runs (adapters from earlier runs excepted), and
     refuse a runs folder whose completed runs were made with other settings: resuming would mix
@@ -155,10 +150,11 @@ def validate_grid(specs: list[RunSpec]) -> None:
             replace(spec.config, init_adapter=None).validate()
         except (ValueError, FileNotFoundError) as err:
             raise ValueError(f"{spec.run_id}: {err}") from err
-        record = read_record(spec.config.output_dir)
-        if record and record.get("status") == COMPLETED and not _same_run(record.get("config", {}), spec.config):
-            diff = sorted(k for k, v in spec.config.to_dict().items()
-                          if k not in EXECUTION_FIELDS and record["config"].get(k) != v)
+        record = read_record(spec.config.output_dir) or {}
+        recorded = record.get("config", {})
+        diff = sorted(k for k, v in spec.config.to_dict().items()
+                      if k not in EXECUTION_FIELDS and recorded.get(k) != v)
+        if record.get("status") == COMPLETED and diff:
             raise ValueError(
                 f"{spec.config.output_dir} holds a completed run made with other settings ({', '.join(diff)}); "
                 "choose another --runs-dir (completed runs are never overwritten)")
