@@ -10,7 +10,7 @@ ifneq ($(GLUE_DIR),)
 export LORA_NB_GLUE_DIR ?= $(GLUE_DIR)
 endif
 
-.PHONY: test report env lab clean
+.PHONY: test report reference env lab clean
 
 env: $(STAMP)
 
@@ -27,9 +27,27 @@ test: $(STAMP)
 report: $(STAMP)
 	$(PY) -m lora_nb.sweep --preset cpu --runs-dir runs/cpu --workers $(WORKERS) --report
 
-lab: $(STAMP)
+# The committed reference run: restores the committed records, runs only what is missing
+# (resumable over several sittings), renders report/ and figures/.
+reference: $(STAMP)
+	$(PY) -m lora_nb.sweep --preset reference --runs-dir runs/reference --workers $(WORKERS) \
+		--resume-from report/records --report
+
+# JupyterLab and ipywidgets (the `lab` extra) beside the test extra; installed again only when
+# pyproject.toml changes.
+LAB_STAMP := $(VENV)/.lab-installed
+# Options for `jupyter lab`, e.g. make lab LAB_ARGS="--port 8890 --no-browser".
+LAB_ARGS ?=
+# Jupyter refuses to start as root (containers, fresh cloud machines) unless told to.
+LAB_ROOT = $(if $(filter 0,$(shell id -u)),--allow-root)
+
+$(LAB_STAMP): $(STAMP) pyproject.toml
 	$(PY) -m pip install -q -e '.[test,lab]'
-	$(VENV)/bin/jupyter lab notebooks/
+	touch $(LAB_STAMP)
+
+# Serves the repository root (README, report/, runs/ and the notebooks a click apart), opened on notebooks/.
+lab: $(LAB_STAMP)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks $(LAB_ROOT) $(LAB_ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -1,7 +1,9 @@
 """Adapter checkpoints: only what was trained, plus the configuration that made it.
 
 For RoBERTa-base with r = 8 on Wq, Wv that is 294,912 LoRA weights and the head: a few MB
-instead of the 500 MB a full checkpoint takes (paper §4.2, "Practical benefits").
+instead of the 500 MB a full checkpoint takes (paper §4.2, "Practical benefits"). For the
+bottleneck adapter methods (``houlsby``, ``pfeiffer``) it is the adapters, the LayerNorms and the
+head, with the `AdapterConfig`.
 """
 
 from __future__ import annotations
@@ -15,19 +17,25 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from .bottleneck import AdapterConfig, add_adapters, get_adapter_config
 from .lora import LoRAConfig, add_lora, get_lora_config
-from .modes import is_lora_parameter, is_trained
+from .modes import ADAPTER_METHODS, is_head_parameter, is_lora_parameter, is_trained
 
 ADAPTER_FILE = "adapter.safetensors"
 
 
 def lora_state_dict(model: nn.Module, include_head: bool = True) -> dict[str, torch.Tensor]:
     """The trained tensors of a model prepared by `prepare_model`: LoRA matrices, the head and,
-    for BitFit, the biases. With ``include_head=False``, the LoRA matrices alone."""
+    for BitFit, the biases; for the adapter methods, adapters, LayerNorms and the head. With
+    ``include_head=False``, the LoRA matrices alone, or the adapters and LayerNorms alone."""
     method = getattr(model, "training_method", "lora")
     state = {}
     for name, p in model.named_parameters():
-        keep = is_lora_parameter(name) or (include_head and is_trained(name, method))
+        trained = is_trained(name, method)
+        body = is_lora_parameter(name) or (
+            method in ADAPTER_METHODS and trained and not is_head_parameter(name)
+        )
+        keep = body or (include_head and trained)
         if keep:
             state[name] = p.detach().clone()
     return state
@@ -54,12 +62,14 @@ def load_lora_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> No
 
 
 def save_adapter(model: nn.Module, path: str | os.PathLike, /, **metadata: object) -> Path:
-    """Write the trained tensors and the LoRA configuration to ``path`` (a safetensors file),
-    atomically. Extra keyword arguments are stored as JSON metadata."""
+    """Write the trained tensors and the LoRA or adapter configuration to ``path`` (a
+    safetensors file), atomically. Extra keyword arguments are stored as JSON metadata."""
     path = Path(path)
     config = get_lora_config(model)
+    adapter = get_adapter_config(model)
     meta = {
         "lora_config": json.dumps(config.to_dict() if config else None),
+        "adapter_config": json.dumps(adapter.to_dict() if adapter else None),
         "method": getattr(model, "training_method", "lora"),
         **{k: json.dumps(v) for k, v in metadata.items()},
     }
@@ -82,15 +92,25 @@ def read_adapter(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
 def load_adapter(
     model: nn.Module, path: str | os.PathLike, include_head: bool = True
 ) -> nn.Module:
-    """Load an adapter file into `model`. A base model gets LoRA injected with the stored
-    configuration; a model that already has LoRA must have the same one.
+    """Load an adapter file into `model`. A base model gets LoRA (or bottleneck adapters)
+    injected with the stored configuration; a model that already has them must have the same one.
 
-    ``include_head=False`` loads the LoRA matrices alone: the paper's protocol for MRPC, RTE and
-    STS-B, whose LoRA modules start from the MNLI checkpoint (Appendix D.1) with a new head.
+    ``include_head=False`` loads the LoRA matrices alone (for bottleneck adapters: the adapters
+    and LayerNorms): the paper's protocol for MRPC, RTE and STS-B, whose LoRA modules start from
+    the MNLI checkpoint (Appendix D.1) with a new head.
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"adapter file not found: {path}")
     state, meta = read_adapter(path)
+    stored_adapter = meta.get("adapter_config")
+    if stored_adapter is not None:
+        stored_adapter = AdapterConfig(**stored_adapter)
+        current = get_adapter_config(model)
+        if current is not None and current != stored_adapter:
+            raise ValueError(
+                f"adapter {path} was trained with {stored_adapter}, the model has {current}: "
+                "kind, size and drop must match"
+            )
     stored = meta.get("lora_config")
     if stored is not None:
         stored = LoRAConfig(**stored)
@@ -102,8 +122,11 @@ def load_adapter(
                 f"adapter {path} was trained with {stored}, the model has {current}: "
                 "targets, r and alpha must match"
             )
+    if stored_adapter is not None and get_adapter_config(model) is None:
+        add_adapters(model, stored_adapter)
     if not include_head:
-        state = {k: v for k, v in state.items() if is_lora_parameter(k)}
+        keep = (lambda k: not is_head_parameter(k)) if stored_adapter is not None else is_lora_parameter
+        state = {k: v for k, v in state.items() if keep(k)}
     elif meta.get("method") and not hasattr(model, "training_method"):
         model.training_method = meta["method"]
     load_lora_state_dict(model, state)

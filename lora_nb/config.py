@@ -13,9 +13,10 @@ from pathlib import Path
 
 from .glue import get_task, local_splits, resolve_glue_dir
 from .lora import LoRAConfig
-from .modes import METHODS
+from .modes import ADAPTER_METHODS, METHODS
 
 REFERENCE_DIR = Path(__file__).parent / "reference"
+POOLINGS = ("cls", "mean")
 
 
 def _paper_lora_hparams() -> dict[str, tuple[int, int, float]]:
@@ -31,7 +32,9 @@ PAPER_LORA_HPARAMS = _paper_lora_hparams()
 # (Liu et al., 2019, Appendix C: lr ∈ {1e-5, 2e-5, 3e-5}, batch 16/32, 10 epochs, warmup 6%);
 # BitFit takes a rate from its paper's grid (Ben Zaken et al., 2021: 1e-4 … 1e-3); a frozen
 # encoder's head alone, a linear probe, trains best at a high rate.
-BASELINE_LR: dict[str, float] = {"full": 2e-5, "bitfit": 5e-4, "head": 1e-3}
+# Adapters train at 1e-4 … 1e-3 in Houlsby et al. (2019) and Pfeiffer et al. (2021): 3e-4.
+BASELINE_LR: dict[str, float] = {"full": 2e-5, "bitfit": 5e-4, "head": 1e-3,
+                                 "houlsby": 3e-4, "pfeiffer": 3e-4}
 FULL_FT_EPOCHS = 10
 
 
@@ -47,6 +50,13 @@ class RunConfig:
     r: int = 8
     alpha: float = 8.0
     dropout: float = 0.0
+    # Bottleneck adapters (methods "houlsby", "pfeiffer" only): bottleneck size m and the number
+    # of lowest layers left without adapters (AdapterDrop, Rücklé et al. 2020).
+    adapter_size: int = 8
+    adapter_drop: int = 0
+    # What the classification head reads: "cls" (the first token, as BERT's and RoBERTa's heads
+    # do) or "mean" (the mean over tokens, how sentence-transformers models were pretrained).
+    pooling: str = "cls"
     # Optimisation (Table 9).
     learning_rate: float = 4e-4
     batch_size: int = 16
@@ -60,6 +70,9 @@ class RunConfig:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     group_by_length: bool = True
+    # Also evaluate every this many optimizer steps (0: at the end of each epoch only); the
+    # best evaluation is kept, so this both draws a learning curve and widens the §5.1 choice.
+    eval_every: int = 0
     glue_dir: str | None = None
     # Paper Appendix D.1: start the LoRA matrices of MRPC/RTE/STS-B from an MNLI adapter.
     init_adapter: str | None = None
@@ -77,6 +90,15 @@ class RunConfig:
             if isinstance(value, str):
                 value = [t.strip() for t in value.split(",") if t.strip()]
             setattr(self, name, list(value))
+
+    @property
+    def adapter(self):
+        """The `AdapterConfig` of an adapter method, else None."""
+        if self.method not in ADAPTER_METHODS:
+            return None
+        from .bottleneck import AdapterConfig
+
+        return AdapterConfig(self.method, self.adapter_size, self.adapter_drop)
 
     @property
     def lora(self) -> LoRAConfig | None:
@@ -104,20 +126,23 @@ class RunConfig:
         get_task(self.task)
         if self.method not in METHODS:
             raise ValueError(f"method: unknown {self.method!r}; choose from {METHODS}")
-        if self.method == "lora":
-            self.lora  # LoRAConfig validates targets, r, alpha, dropout
-        else:
-            defaults = RunConfig()
-            changed = [
-                n for n in ("targets", "r", "alpha", "dropout")
-                if getattr(self, n) != getattr(defaults, n)
-            ]
-            if changed:
+        defaults = RunConfig()
+        for settings, applies, kind in (
+            (("targets", "r", "alpha", "dropout"), self.method == "lora", "LoRA"),
+            (("adapter_size", "adapter_drop"), self.method in ADAPTER_METHODS, "adapter"),
+        ):
+            changed = [n for n in settings if getattr(self, n) != getattr(defaults, n)]
+            if changed and not applies:
                 raise ValueError(
-                    f"{', '.join(changed)}: LoRA settings do not apply to method {self.method!r}"
+                    f"{', '.join(changed)}: {kind} settings do not apply to method {self.method!r}"
                 )
-            if self.init_adapter:
-                raise ValueError(f"init_adapter: only method 'lora' starts from an adapter")
+        self.lora, self.adapter  # LoRAConfig / AdapterConfig validate their own fields
+        if self.init_adapter and self.method != "lora":
+            raise ValueError("init_adapter: only method 'lora' starts from an adapter")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling: one of {POOLINGS}, got {self.pooling!r}")
+        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise ValueError(f"eval_every: must be an integer >= 0, got {self.eval_every!r}")
         for name in ("learning_rate", "batch_size", "epochs", "max_length", "eval_batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:

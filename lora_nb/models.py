@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from torch import nn
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -55,10 +57,66 @@ def max_model_length(config: PretrainedConfig) -> int:
 
 
 def load_model(
-    name: str, config: PretrainedConfig
+    name: str, config: PretrainedConfig, pooling: str = "cls"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Sequence-classification model (new head) and its tokenizer."""
+    """Sequence-classification model (new head) and its tokenizer, quietly: transformers'
+    load report ("classifier.weight | MISSING": the new head, as expected) and its progress bar
+    are silenced here, where the package loads models."""
+    from transformers.utils import logging as hf_logging
+
     ref = resolve_model(name)
-    tokenizer = AutoTokenizer.from_pretrained(ref)
-    model = AutoModelForSequenceClassification.from_pretrained(ref, config=config)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ref)
+        model = AutoModelForSequenceClassification.from_pretrained(ref, config=config)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+    if pooling == "mean":
+        use_mean_pooling(model)
+    elif pooling != "cls":
+        raise ValueError(f"pooling: one of cls, mean; got {pooling!r}")
     return model, tokenizer
+
+
+class MeanPooler(nn.Module):
+    """BERT's pooler (dense + tanh) applied to the mean of the token states over the attention
+    mask, instead of to the first token. all-MiniLM-L6-v2 was pretrained for mean-pooled
+    sentence embeddings; its [CLS] state was never trained to summarise the input.
+
+    BertModel calls its pooler with the hidden states alone, so the mask is taken from the
+    encoder's call by a forward pre-hook (`use_mean_pooling`). The parameters keep the pooler's
+    names (``bert.pooler.dense.*``), so checkpoints and head detection are unchanged."""
+
+    def __init__(self, pooler: nn.Module) -> None:
+        super().__init__()
+        self.dense, self.activation = pooler.dense, pooler.activation
+        self.mask: torch.Tensor | None = None
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.mask is None:
+            mean = hidden_states.mean(1)
+        else:
+            w = self.mask.unsqueeze(-1).to(hidden_states.dtype)
+            mean = (hidden_states * w).sum(1) / w.sum(1).clamp(min=1.0)
+        return self.activation(self.dense(mean))
+
+
+def use_mean_pooling(model: PreTrainedModel) -> PreTrainedModel:
+    """Make a BERT classifier's head read the mean over tokens (see `MeanPooler`), in place."""
+    base = getattr(model, "bert", None)
+    if base is None or getattr(base, "pooler", None) is None:
+        raise ValueError(
+            f"pooling: 'mean' needs a BERT-type model with a pooler; {type(model).__name__} has "
+            "none (RoBERTa's head reads the first token inside its classifier)")
+    if isinstance(base.pooler, MeanPooler):
+        return model
+    pooler = base.pooler = MeanPooler(base.pooler)
+
+    def keep_mask(module, args, kwargs):
+        pooler.mask = kwargs.get("attention_mask")
+
+    base.register_forward_pre_hook(keep_mask, with_kwargs=True)
+    return model

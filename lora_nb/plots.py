@@ -1,19 +1,36 @@
-"""seaborn figures for the report: Table 6 as curves, Table 2 as accuracy vs parameters,
-training curves. Each function returns the figure and, given `path`, saves PNG and SVG."""
+"""seaborn / matplotlib figures for the report: Table 2 as score vs parameters, Table 6 as curves,
+training and learning curves, the claims as a forest plot, and the §7 figures (φ heat maps,
+Table 7's amplification). Each function returns the figure and, given `path`, saves PNG and SVG.
+
+Methods, weight types and verdicts keep one order and one colour in every figure.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from .claims import INCONCLUSIVE, MARGIN, NOT_REPRODUCED, REPRODUCED
 from .results import METHOD_LABELS, REFERENCE_DIR, TASK_LABELS
 
 sns.set_theme(context="notebook", style="whitegrid")
 plt.rcParams["svg.hashsalt"] = "lora-nb"  # the same figure gives the same SVG, run after run
+
+METHOD_ORDER = ["lora", "full", "bitfit", "head", "houlsby", "pfeiffer"]
+METHOD_COLORS = dict(zip(METHOD_ORDER, sns.color_palette("colorblind", len(METHOD_ORDER))))
+METHOD_MARKERS = dict(zip(METHOD_ORDER, ["o", "s", "D", "v", "^", "P"]))
+WEIGHT_TYPE_ORDER = ["Wq", "Wq,Wv", "Wq,Wk,Wv,Wo"]  # the paper's Table 6 order
+WEIGHT_TYPE_COLORS = dict(zip(WEIGHT_TYPE_ORDER, [sns.color_palette("colorblind")[i] for i in (0, 3, 2)]))
+VERDICT_COLORS = {REPRODUCED: "#1a9850", NOT_REPRODUCED: "#d73027", INCONCLUSIVE: "#7f7f7f"}
+POOLING_STYLES = {"cls": "-", "mean": "-."}
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike | None) -> plt.Figure:
@@ -25,103 +42,288 @@ def _save(fig: plt.Figure, path: str | os.PathLike | None) -> plt.Figure:
     return fig
 
 
-def rank_curves(t6: pd.DataFrame, model: str, path=None) -> plt.Figure:
-    """Table 6 as curves: validation accuracy vs rank r per weight type, ours beside the paper's
-    GPT-3 MultiNLI numbers (different model and scale: compare shapes, not levels)."""
-    ours = t6.assign(source=f"ours ({model})", accuracy=t6["median"])[["source", "weight_type", "r", "accuracy"]]
-    paper = pd.read_csv(REFERENCE_DIR / "paper_table6_gpt3.csv")
-    paper = paper[paper["dataset"] == "MultiNLI"].melt(
-        id_vars="weight_type", value_vars=["r1", "r2", "r4", "r8", "r64"], var_name="r", value_name="accuracy")
-    paper = paper.assign(r=paper["r"].str[1:].astype(int), source="paper (GPT-3 175B)")
-    data = pd.concat([ours, paper], ignore_index=True)
-    grid = sns.relplot(data=data, x="r", y="accuracy", hue="weight_type", style="weight_type",
-                       col="source", kind="line", markers=True, dashes=False,
-                       facet_kws={"sharey": False}, height=3.6, aspect=1.1)
-    for ax in grid.axes.flat:
-        ax.set_xscale("log", base=2)
-        ax.set_xticks([1, 2, 4, 8, 16, 32, 64], labels=["1", "2", "4", "8", "16", "32", "64"])
-        ax.set_xlabel("rank r (log scale)")
-        ax.set_ylabel("MNLI validation accuracy (%)")
-    grid.set_titles("{col_name}")
-    grid.legend.set_title("weight type")
-    grid.figure.suptitle("Table 6: accuracy vs rank r", y=1.03)
-    return _save(grid.figure, path)
+def _grid(n: int, ncols: int, width: float, height: float, **kw):
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols + 1.6, height * nrows + 0.9),
+                             squeeze=False, layout="constrained", **kw)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def _params(x: float, _pos=None) -> str:
+    """Parameter counts as Table 2 writes them: 0.1M, 1M, 10M."""
+    if x <= 0:
+        return "0"
+    m = x / 1e6
+    return f"{m:g}M" if m >= 0.01 else f"{x / 1e3:g}k"
+
+
+def _order(values, order: list[str]) -> list[str]:
+    present = list(dict.fromkeys(values))
+    return [v for v in order if v in present] + [v for v in present if v not in order]
 
 
 def accuracy_vs_parameters(df: pd.DataFrame, path=None) -> plt.Figure:
-    """Table 2 runs: best-epoch metric vs trainable parameters (head included, log scale), one
-    panel per task, one colour per method; every seed is a point."""
+    """Table 2 runs: best validation score vs trainable parameters (head included, log scale),
+    one panel per task. Each method (fixed order and colour: LoRA, FT, BitFit, Head only, AdptH,
+    AdptP) is its median over seeds, with a bar over the seeds' range; seeds are small dots."""
     runs = df[(df["status"] == "completed") & df["tags"].map(lambda t: "table2" in t)].copy()
     runs["score"] = runs["best_metric"] * 100
-    runs["method"] = runs["method"].map(METHOD_LABELS)
-    runs["task"] = runs["task"].map(TASK_LABELS)
-    grid = sns.relplot(data=runs, x="trainable", y="score", hue="method", style="method",
-                       col="task", col_wrap=4, s=70, height=3.0, aspect=1.0,
-                       facet_kws={"sharey": False})
-    for ax in grid.axes.flat:
+    tasks = _order(runs["task"], list(TASK_LABELS))
+    methods = _order(runs["method"], METHOD_ORDER)
+    fig, axes = _grid(len(tasks), 4, 2.9, 2.6, sharex=True)
+    for ax, task in zip(axes, tasks):
+        sub = runs[runs["task"] == task]
+        for method in methods:
+            m = sub[sub["method"] == method]
+            if m.empty:
+                continue
+            x, color, marker = m["trainable"].median(), METHOD_COLORS.get(method), METHOD_MARKERS.get(method, "o")
+            med = m["score"].median()
+            ax.errorbar([x], [med], yerr=[[med - m["score"].min()], [m["score"].max() - med]], fmt=marker,
+                        color=color, markersize=7, capsize=3, elinewidth=1.0, markeredgecolor="white", zorder=3)
+            # the seeds, a little to the right of their method's bar
+            ax.scatter(np.full(len(m), x * 1.35), m["score"], s=16, facecolors="none", edgecolors=color,
+                       linewidths=0.9, zorder=4)
+        metric = sub["primary_metric"].iloc[0] if "primary_metric" in sub and len(sub) else ""
+        ax.set_title(f"{TASK_LABELS.get(task, task)} ({metric.replace('_', ' ')})" if metric
+                     else TASK_LABELS.get(task, task), fontsize=10)
         ax.set_xscale("log")
-        ax.set_xlabel("trainable parameters (with head, log)")
-        ax.set_ylabel("best-epoch metric (×100)")
-    grid.set_titles("{col_name}")
-    grid.figure.suptitle("Table 2: score vs trainable parameters", y=1.03)
-    return _save(grid.figure, path)
+        ax.xaxis.set_major_locator(LogLocator(base=10, numticks=12))
+        ax.xaxis.set_major_formatter(FuncFormatter(_params))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.tick_params(labelsize=9)
+        ax.margins(x=0.25, y=0.12)
+    fig.supxlabel("trainable parameters, head included (log scale)", fontsize=10)
+    fig.supylabel("best validation score (metric × 100)", fontsize=10)
+    handles = [Line2D([], [], color=METHOD_COLORS.get(m), marker=METHOD_MARKERS.get(m, "o"), linestyle="",
+                      markersize=7, label=METHOD_LABELS.get(m, m)) for m in methods]
+    handles.append(Line2D([], [], color="0.4", marker="o", markersize=4, markerfacecolor="none", linestyle="",
+                          label="one seed"))
+    fig.legend(handles=handles, loc="outside right upper", title="median, seed range", fontsize=9,
+               title_fontsize=9, frameon=False)
+    fig.suptitle("Table 2: score vs trainable parameters")
+    return _save(fig, path)
+
+
+def rank_curves(t6: pd.DataFrame, model: str, path=None) -> plt.Figure:
+    """Table 6 as curves: validation accuracy vs rank r per weight type (the paper's order: Wq;
+    Wq,Wv; Wq,Wk,Wv,Wo), ours (median over seeds, bar ± one std) beside the paper's GPT-3
+    MultiNLI numbers (different model and scale: compare shapes, not levels)."""
+    paper = pd.read_csv(REFERENCE_DIR / "paper_table6_gpt3.csv")
+    paper = paper[paper["dataset"] == "MultiNLI"].melt(
+        id_vars="weight_type", value_vars=["r1", "r2", "r4", "r8", "r64"], var_name="r", value_name="median")
+    paper = paper.assign(r=paper["r"].str[1:].astype(int), std=np.nan)
+    panels = [(f"ours ({model})", t6), ("paper (GPT-3 175B)", paper)]
+    fig, axes = plt.subplots(1, 2, figsize=(8.6, 3.4), layout="constrained")
+    types = _order(list(t6["weight_type"]) + list(paper["weight_type"]), WEIGHT_TYPE_ORDER)
+    for ax, (name, data) in zip(axes, panels):
+        for wt in types:
+            d = data[data["weight_type"] == wt].sort_values("r")
+            if d.empty:
+                continue
+            yerr = d["std"].to_numpy() if "std" in d and d["std"].notna().any() else None
+            ax.errorbar(d["r"], d["median"], yerr=yerr, marker="o", capsize=3, label=wt,
+                        color=WEIGHT_TYPE_COLORS.get(wt))
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([1, 2, 4, 8, 16, 32, 64], labels=["1", "2", "4", "8", "16", "32", "64"])
+        ax.minorticks_off()
+        ax.set(title=name, xlabel="rank r (log scale)")
+    axes[0].set_ylabel("MNLI validation accuracy (%)")
+    handles = [Line2D([], [], color=WEIGHT_TYPE_COLORS.get(wt), marker="o", label=wt) for wt in types]
+    fig.legend(handles=handles, loc="outside right upper", title="weight type", frameon=False)
+    fig.suptitle("Table 6: accuracy vs rank r")
+    return _save(fig, path)
 
 
 def training_curves(df: pd.DataFrame, path=None) -> plt.Figure:
     """Training loss vs step for the Table 2 runs of the first seed, per task and method."""
     runs = df[(df["status"] == "completed") & df["tags"].map(lambda t: "table2" in t)]
     runs = runs[runs["seed"] == runs["seed"].min()]
-    rows = [{"task": TASK_LABELS[r.task], "method": METHOD_LABELS[r.method], "step": s, "loss": l}
-            for r in runs.itertuples() for s, l in r.loss_curve]
-    grid = sns.relplot(data=pd.DataFrame(rows), x="step", y="loss", hue="method", col="task",
-                       col_wrap=4, kind="line", height=3.0, aspect=1.1,
-                       facet_kws={"sharey": False, "sharex": False})
-    grid.set_axis_labels("optimizer step", "training loss")
-    grid.set_titles("{col_name}")
-    grid.figure.suptitle("Training curves (first seed)", y=1.03)
-    return _save(grid.figure, path)
+    rows = [{"task": r.task, "method": r.method, "step": s, "loss": loss}
+            for r in runs.itertuples() for s, loss in r.loss_curve]
+    data = pd.DataFrame(rows)
+    tasks = _order(data["task"], list(TASK_LABELS))
+    methods = _order(data["method"], METHOD_ORDER)
+    fig, axes = _grid(len(tasks), 4, 2.9, 2.5)
+    for ax, task in zip(axes, tasks):
+        sub = data[data["task"] == task]
+        for method in methods:
+            m = sub[sub["method"] == method]
+            ax.plot(m["step"], m["loss"], color=METHOD_COLORS.get(method), lw=1.4)
+        ax.set_title(TASK_LABELS.get(task, task), fontsize=10)
+        ax.tick_params(labelsize=9)
+    fig.supxlabel("optimizer step", fontsize=10)
+    fig.supylabel("training loss", fontsize=10)
+    fig.legend(handles=[Line2D([], [], color=METHOD_COLORS.get(m), label=METHOD_LABELS.get(m, m)) for m in methods],
+               loc="outside right upper", title="method", frameon=False, fontsize=9, title_fontsize=9)
+    fig.suptitle("Training curves (first seed)")
+    return _save(fig, path)
+
+
+def _lr(lr: float) -> str:
+    """5e-3, not 0.005."""
+    mantissa, exponent = f"{lr:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _shades(color, n: int) -> list:
+    """n shades of one colour, dark to light (the learning rates of one method)."""
+    c = np.asarray(color[:3], dtype=float)
+    if n == 1:
+        return [tuple(c)]
+    dark, light = 0.7 * c, c + 0.5 * (1 - c)
+    return [tuple(dark + t * (light - dark)) for t in np.linspace(0, 1, n)]
+
+
+def learning_curves(curves: pd.DataFrame, path=None) -> plt.Figure:
+    """The "budget" runs (`lora_nb.results.budget_curves`): validation score vs optimizer step,
+    one panel per task; colour = method and learning rate, line style = pooling ([CLS] solid,
+    mean dash-dot); the task's trivial baseline (majority class, or 0 for correlations) is the
+    dashed grey line. Several seeds: their mean, with a band over their range."""
+    data = curves.copy()
+    data["run"] = [f"{METHOD_LABELS.get(m, m)}, lr {_lr(lr)}" for m, lr in zip(data["method"], data["learning_rate"])]
+    keys = data[["method", "learning_rate", "run"]].drop_duplicates()
+    keys = keys.assign(o=keys["method"].map(lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99))
+    keys = keys.sort_values(["o", "learning_rate"])
+    order, palette = list(keys["run"]), {}
+    for method, group in keys.groupby("method", sort=False):  # one hue per method, a shade per rate
+        palette.update(zip(group["run"], _shades(METHOD_COLORS.get(method, (0.3, 0.3, 0.3)), len(group))))
+    poolings = _order(data["pooling"], list(POOLING_STYLES))
+    tasks = _order(data["task"], list(TASK_LABELS))
+    fig, axes = _grid(len(tasks), 3, 3.4, 2.7)
+    for ax, task in zip(axes, tasks):
+        sub = data[data["task"] == task]
+        for (run, pooling), g in sub.groupby(["run", "pooling"], sort=False):
+            stats = g.groupby("step")["score"].agg(["mean", "min", "max"]).reset_index()
+            style = POOLING_STYLES.get(pooling, ":")
+            ax.plot(stats["step"], stats["mean"], color=palette[run], linestyle=style, lw=1.5, marker=".", ms=4)
+            if g["seed"].nunique() > 1:
+                ax.fill_between(stats["step"], stats["min"], stats["max"], color=palette[run], alpha=0.15, lw=0)
+        trivial = sub["trivial"].median()
+        if pd.notna(trivial):
+            ax.axhline(trivial, color="0.5", linestyle="--", lw=1.2, zorder=1)
+        ax.set_title(TASK_LABELS.get(task, task), fontsize=10)
+        ax.tick_params(labelsize=9)
+    fig.supxlabel("optimizer step", fontsize=10)
+    fig.supylabel("validation score (metric × 100)", fontsize=10)
+    handles = [Line2D([], [], color=palette[r], lw=2, label=r) for r in order]
+    if len(poolings) > 1 or poolings != ["cls"]:
+        handles += [Line2D([], [], color="0.2", linestyle=POOLING_STYLES.get(p, ":"), label=f"pooling: {p}")
+                    for p in poolings]
+    handles.append(Line2D([], [], color="0.5", linestyle="--", label="trivial baseline"))
+    fig.legend(handles=handles, loc="outside right upper", frameon=False, fontsize=9)
+    fig.suptitle("Learning curves: validation score by optimizer step")
+    return _save(fig, path)
+
+
+def claims_forest(comparisons: pd.DataFrame, path=None, title: str = "The paper's claims: A − B with 95% intervals",
+                  xlabel: str = "A − B (points of the metric × 100)") -> plt.Figure:
+    """A forest plot of the claims table (`lora_nb.claims.decide`): one row per comparison, the
+    point is the difference A − B, the bar its 95% interval, the colour its verdict. Vertical
+    lines at 0 and, when a row is a non-inferiority test, at −δ (`lora_nb.claims.MARGIN`)."""
+    rows = comparisons.reset_index(drop=True)
+    if rows.empty:  # e.g. records without per-example predictions: say so, in the figure's place
+        fig, ax = plt.subplots(figsize=(6.5, 1.4), layout="constrained")
+        ax.text(0.5, 0.5, "no comparison: the records hold no per-example predictions",
+                ha="center", va="center", fontsize=10, color="0.3")
+        ax.set_axis_off()
+        ax.set_title(title)
+        return _save(fig, path)
+    labels = [f"{r.claim} {TASK_LABELS.get(r.task, r.task)}: {r.a} − {r.b}" for r in rows.itertuples()]
+    labels = [label if len(label) <= 48 else label.replace(" − ", "\n− ", 1) for label in labels]
+    longest = max((len(line) for label in labels for line in label.split("\n")), default=10)
+    per_row = 0.5 if any("\n" in label for label in labels) else 0.36
+    fig, ax = plt.subplots(figsize=(5.0 + 0.062 * longest, per_row * len(rows) + 1.5), layout="constrained")
+    y = np.arange(len(rows))[::-1]
+    for yi, r in zip(y, rows.itertuples()):
+        color = VERDICT_COLORS.get(r.verdict, "0.3")
+        ax.plot([r.lo, r.hi], [yi, yi], color=color, lw=2.2, solid_capstyle="butt")
+        ax.plot([r.difference], [yi], "o", color=color, markersize=6, markeredgecolor="white")
+    ax.axvline(0, color="0.2", lw=1)
+    lines = [Line2D([], [], color="0.2", lw=1, label="no difference")]
+    if (rows["kind"] == "noninferior").any():
+        ax.axvline(-MARGIN, color="0.35", lw=1, linestyle="--")
+        lines.append(Line2D([], [], color="0.35", lw=1, linestyle="--", label=f"−δ = −{MARGIN:g} (margin)"))
+    ax.set_yticks(y, labels=labels, fontsize=8.5)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel(xlabel)
+    verdicts = [v for v in VERDICT_COLORS if v in set(rows["verdict"])]
+    ax.legend(handles=[Line2D([], [], color=VERDICT_COLORS[v], marker="o", lw=2.2, label=v) for v in verdicts]
+              + lines, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0,
+              title="verdict", frameon=False, fontsize=9, title_fontsize=9)
+    ax.set_title(title)
+    return _save(fig, path)
 
 
 def run_curve(record: dict, path=None) -> plt.Figure:
-    """One run: training loss per step and the validation metric per epoch."""
+    """One run: training loss and the validation metric, per optimizer step."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
     curve = pd.DataFrame(record.get("loss_curve", []), columns=["step", "loss"])
     sns.lineplot(data=curve, x="step", y="loss", ax=ax1)
     ax1.set(xlabel="optimizer step", ylabel="training loss", title="training loss")
-    epochs = pd.DataFrame([{"epoch": e["epoch"], "metric": e["primary"] * 100} for e in record["epochs"]])
-    sns.lineplot(data=epochs, x="epoch", y="metric", marker="o", ax=ax2)
-    ax2.set(xlabel="epoch", ylabel=f"{record['primary_metric']} (×100)", title="validation")
+    evals = pd.DataFrame([{"step": e["step"], "metric": e["primary"] * 100}
+                          for e in record.get("evaluations", [])])
+    if not evals.empty:
+        sns.lineplot(data=evals, x="step", y="metric", marker="o", ax=ax2)
+    ax2.set(xlabel="optimizer step", ylabel=f"{record['primary_metric']} (×100)", title="validation")
     fig.tight_layout()
     return _save(fig, path)
 
 
+def _ticks(n: int) -> list[int]:
+    """Tick positions (1-based) for an axis of n directions: 1, then multiples of a round step."""
+    step = next(s for s in (1, 2, 4, 8, 16, 32) if n / s <= 5)
+    return [1] + [t for t in range(step, n + 1, step) if t - 1 >= 0.75 * step]
+
+
 def similarity_heatmaps(sim: pd.DataFrame, title: str, path=None, max_i: int | None = None,
-                        max_j: int | None = None) -> plt.Figure:
-    """φ(i, j) heat maps (paper Figures 3–4): one row per weight type, one column per layer."""
+                        max_j: int | None = None, xlabel: str = "j (top-j directions of the second A)",
+                        ylabel: str = "i (top-i directions of the first A)") -> plt.Figure:
+    """φ(i, j) heat maps (paper Figures 3–4): one row per weight type, one column per layer, one
+    colour bar (φ from 0 to 1). Several seed pairs (columns ``seed_a, seed_b``): their mean."""
     sim = sim[(sim["i"] <= (max_i or sim["i"].max())) & (sim["j"] <= (max_j or sim["j"].max()))]
-    types, layers = sorted(sim["weight_type"].unique()), sorted(sim["layer"].unique())
-    fig, axes = plt.subplots(len(types), len(layers), figsize=(1.9 * len(layers) + 1, 2.0 * len(types) + 0.6),
-                             squeeze=False, sharex=True, sharey=True)
+    sim = sim.groupby(["weight_type", "layer", "i", "j"], as_index=False)["phi"].mean()
+    types, layers = _order(sim["weight_type"], ["q", "k", "v", "o"]), sorted(sim["layer"].unique())
+    fig, axes = plt.subplots(len(types), len(layers), figsize=(1.75 * len(layers) + 1.4, 1.9 * len(types) + 0.9),
+                             squeeze=False, sharex=True, sharey=True, layout="constrained")
+    image = None
     for a, wt in enumerate(types):
         for b, layer in enumerate(layers):
-            cell = sim[(sim["weight_type"] == wt) & (sim["layer"] == layer)]
-            grid = cell.pivot(index="i", columns="j", values="phi")
-            sns.heatmap(grid, ax=axes[a, b], vmin=0, vmax=1, cmap="viridis", cbar=(b == len(layers) - 1),
-                        xticklabels=max(1, grid.shape[1] // 4), yticklabels=max(1, grid.shape[0] // 4))
-            axes[a, b].set_title(f"ΔW{wt}, layer {layer}", fontsize=9)
-            axes[a, b].set_xlabel("j" if a == len(types) - 1 else "")
-            axes[a, b].set_ylabel("i" if b == 0 else "")
-    fig.suptitle(title, y=1.0)
-    fig.tight_layout()
+            grid = sim[(sim["weight_type"] == wt) & (sim["layer"] == layer)].pivot(index="i", columns="j", values="phi")
+            ax = axes[a, b]
+            image = ax.imshow(grid.to_numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto", interpolation="nearest",
+                              extent=(0.5, grid.shape[1] + 0.5, grid.shape[0] + 0.5, 0.5))
+            ax.set_xticks(_ticks(grid.shape[1]))
+            ax.set_yticks(_ticks(grid.shape[0]))
+            ax.tick_params(labelsize=8, length=2)
+            ax.grid(False)
+            ax.set_title(f"ΔW{wt}, layer {layer}", fontsize=9)
+    fig.get_layout_engine().set(wspace=0.06, hspace=0.06)
+    fig.colorbar(image, ax=axes, shrink=0.9, label="φ(i, j)")
+    fig.supxlabel(xlabel, fontsize=10)
+    fig.supylabel(ylabel, fontsize=10)
+    fig.suptitle(title)
     return _save(fig, path)
 
 
 def amplification_plot(amp: pd.DataFrame, path=None) -> plt.Figure:
-    """Amplification factor ‖ΔW‖_F / ‖UᵀWV‖_F per layer and rank (paper Table 7)."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    sns.lineplot(data=amp, x="layer", y="amplification", hue="r", marker="o", palette="crest", ax=ax)
-    ax.set(xlabel="layer", ylabel="amplification factor", yscale="log",
+    """Amplification factor ‖ΔW‖_F / ‖UᵀWV‖_F per layer, one colour per rank (paper Table 7):
+    the median over seeds, with a band over their range."""
+    data = amp.assign(rank=[f"r = {int(r)}" for r in amp["r"]])
+    ranks = [f"r = {r}" for r in sorted(amp["r"].unique())]
+    palette = dict(zip(ranks, sns.color_palette("viridis", len(ranks))))
+    fig, ax = plt.subplots(figsize=(6.4, 3.4), layout="constrained")
+    for rank in ranks:
+        stats = data[data["rank"] == rank].groupby("layer")["amplification"].agg(["median", "min", "max"])
+        ax.plot(stats.index, stats["median"], marker="o", color=palette[rank], label=rank)
+        if (stats["max"] > stats["min"]).any():
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=palette[rank], alpha=0.15, lw=0)
+    ax.set(xlabel="layer", ylabel="amplification factor (log scale)", yscale="log",
            title="Table 7: amplification of ΔWq by layer and rank")
-    ax.legend(title="rank r")
-    fig.tight_layout()
+    ax.set_xticks(sorted(amp["layer"].unique()))
+    ax.legend(title="rank", loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, frameon=False)
     return _save(fig, path)

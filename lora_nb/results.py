@@ -13,8 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import claims
+from .rundir import find_records
+
 REFERENCE_DIR = Path(__file__).parent / "reference"
-METHOD_LABELS = {"lora": "LoRA", "full": "FT", "bitfit": "BitFit", "head": "Head only"}
+METHOD_LABELS = {"lora": "LoRA", "full": "FT", "bitfit": "BitFit", "head": "Head only",
+                 "houlsby": "AdptH", "pfeiffer": "AdptP"}
 TASK_LABELS = {"mnli": "MNLI", "sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA", "qnli": "QNLI",
                "qqp": "QQP", "rte": "RTE", "stsb": "STS-B"}
 WEIGHT_LABELS = {"q": "Wq", "k": "Wk", "v": "Wv", "o": "Wo"}
@@ -26,44 +30,61 @@ def weight_label(targets: list[str]) -> str:
 
 
 def load_records(runs_dir: str | os.PathLike) -> pd.DataFrame:
-    """One row per run directory holding a record.json (any status)."""
+    """One row per run record under `runs_dir` (any status): run folders, or the committed
+    reference run's flat records. The raw record is kept in column ``record``."""
     rows = []
-    for path in sorted(Path(runs_dir).glob("*/record.json")):
+    for run_id, path in find_records(runs_dir):
         rec = json.loads(path.read_text())
         cfg = rec.get("config", {})
         params = rec.get("parameters", {})
         epochs = rec.get("epochs", [])
+        method = cfg.get("method")
         rows.append({
-            "run_id": path.parent.name,
+            "run_id": run_id,
             "status": rec.get("status"),
             "error": rec.get("error"),
             "task": cfg.get("task"),
-            "method": cfg.get("method"),
+            "method": method,
             "model": cfg.get("model"),
-            "weight_type": weight_label(cfg.get("targets", [])) if cfg.get("method") == "lora" else "",
-            "r": cfg.get("r") if cfg.get("method") == "lora" else np.nan,
-            "alpha": cfg.get("alpha") if cfg.get("method") == "lora" else np.nan,
+            "weight_type": weight_label(cfg.get("targets", [])) if method == "lora" else "",
+            "r": cfg.get("r") if method == "lora" else np.nan,
+            "alpha": cfg.get("alpha") if method == "lora" else np.nan,
+            "adapter_size": cfg.get("adapter_size") if method in ("houlsby", "pfeiffer") else np.nan,
+            "pooling": cfg.get("pooling", "cls"),
             "seed": cfg.get("seed"),
             "learning_rate": cfg.get("learning_rate"),
+            "batch_size": cfg.get("batch_size"),
             "tags": tuple(cfg.get("tags", [])),
             "train_examples": rec.get("data", {}).get("train_examples"),
             "eval_examples": sum(rec.get("data", {}).get("eval_examples", {}).values()) or np.nan,
             "epochs": cfg.get("epochs"),
+            "optimizer_steps": rec.get("optimizer_steps"),
             "max_length": cfg.get("max_length"),
             "primary_metric": rec.get("primary_metric"),
             "best_metric": rec.get("best_metric", np.nan),
             "best_epoch": rec.get("best_epoch"),
+            "best_step": rec.get("best_step"),
             "trainable": params.get("trainable"),
             "trainable_without_head": params.get("trainable_without_head"),
             "lora_params": params.get("lora"),
+            "adapter_params": params.get("adapter"),
             "head_params": params.get("head"),
             "total_params": params.get("total"),
             "wall_time_s": rec.get("wall_time_s"),
+            "train_seconds": rec.get("train_seconds", sum(e.get("train_seconds", 0) for e in epochs)),
+            "eval_seconds": rec.get("eval_seconds", sum(e.get("eval_seconds", 0) for e in epochs)),
             "seconds_per_epoch": np.mean([e["train_seconds"] for e in epochs]) if epochs else np.nan,
             "train_tokens_per_s": rec.get("train_tokens_per_s"),
             "peak_memory_gib": (rec.get("peak_memory_bytes") or 0) / 2**30,
             "device": rec.get("device"),
+            "torch_threads": rec.get("torch_threads"),
+            "started_at": rec.get("started_at"),
+            "finished_at": rec.get("finished_at"),
+            "git_commit": rec.get("git_commit"),
+            "versions": rec.get("versions", {}),
             "loss_curve": rec.get("loss_curve", []),
+            "evaluations": [(e["step"], e["primary"]) for e in rec.get("evaluations", [])],
+            "record": rec,
         })
     return pd.DataFrame(rows)
 
@@ -120,24 +141,30 @@ def format_params(n: float) -> str:
 
 
 def table2_display(t2: pd.DataFrame, model: str) -> pd.DataFrame:
-    """Wide Table 2: our rows (one per method) above the paper's RoBERTa-base rows."""
+    """Wide Table 2: our rows (one per method) above the paper's RoBERTa-base rows (± its
+    standard deviations where the paper gives them). "Avg." is over the tasks shown."""
     paper = pd.read_csv(REFERENCE_DIR / "paper_table2_roberta_base.csv")
+    std = pd.read_csv(REFERENCE_DIR / "paper_table2_std.csv")
     tasks = [t for t in TASK_LABELS if t in set(t2["task"])]
+    avg = f"Avg. ({len(tasks)} tasks)"
     rows = []
     for method in [m for m in METHOD_LABELS if m in set(t2["method"])]:
         sub = t2[t2["method"] == method].set_index("task")
         row = {"source": f"ours ({model})", "method": METHOD_LABELS[method],
                "trainable (no head)": format_params(sub["trainable_without_head"].median()),
-               "trainable (with head)": format_params(sub["trainable"].median())}
+               "trainable (with head)": format_params(sub["trainable"].median()),
+               "seeds": int(sub["seeds"].min())}
         row.update({TASK_LABELS[t]: _cell(sub.at[t, "median"], sub.at[t, "std"]) if t in sub.index else ""
                     for t in tasks})
-        row["Avg."] = f"{sub.loc[[t for t in tasks if t in sub.index], 'median'].mean():.1f}"
+        row[avg] = f"{sub.loc[[t for t in tasks if t in sub.index], 'median'].mean():.1f}"
         rows.append(row)
     for _, p in paper.iterrows():
+        match = std[(std["method"] == p["method"]) & (std["trainable_params"] == p["trainable_params"])]
         row = {"source": "paper (RoBERTa-base)", "method": p["method"],
-               "trainable (no head)": p["trainable_params"], "trainable (with head)": ""}
-        row.update({TASK_LABELS[t]: f"{p[t]:.1f}" for t in tasks})
-        row["Avg."] = f"{np.mean([p[t] for t in tasks]):.1f}"
+               "trainable (no head)": p["trainable_params"], "trainable (with head)": "",
+               "seeds": 5 if p["method"] == "LoRA" else ""}
+        row.update({TASK_LABELS[t]: _cell(p[t], match.iloc[0][t] if len(match) else np.nan) for t in tasks})
+        row[avg] = f"{np.mean([p[t] for t in tasks]):.1f}"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -169,87 +196,275 @@ def table6_display(t6: pd.DataFrame, model: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def table2_findings(t2: pd.DataFrame) -> str:
-    """A paragraph, from the numbers, on the paper's Table 2 claim: LoRA ≈ FT with < 1% of
-    the trainable parameters."""
-    if not {"lora", "full"} <= set(t2.get("method", [])):
-        return "Table 2 needs both LoRA and FT runs to compare; they are not all there yet."
-    wide = t2.pivot(index="task", columns="method", values="median")
-    spread = t2.pivot(index="task", columns="method", values="std")
-    tasks = wide.dropna(subset=["lora", "full"]).index
-    gaps = wide.loc[tasks, "lora"] - wide.loc[tasks, "full"]
-    lora_n = t2[t2["method"] == "lora"]["trainable_without_head"].median()
-    full_n = t2[t2["method"] == "full"]["trainable_without_head"].median()
-    def noise(t: str, *methods: str) -> float:
-        return float(np.nanmax([*(spread.at[t, m] for m in methods if m in spread), 1.0]))
+def table5(df: pd.DataFrame) -> pd.DataFrame:
+    """Paper Table 5 on our model: the cells at one parameter budget (one weight type at r = 8,
+    two at r = 4, four at r = 2), from the Table 6 and Table 5 runs, beside the paper's GPT-3
+    MultiNLI numbers. Long format."""
+    runs = df[(df["status"] == "completed") & df["tags"].map(lambda t: "table5" in t or "table6" in t)] \
+        if len(df) else df
+    n_types = runs["weight_type"].str.count(",") + 1 if len(runs) else pd.Series(dtype=int)
+    budget = runs[(n_types * runs["r"]) == 8] if len(runs) else runs
+    if budget.empty:
+        return pd.DataFrame(columns=["task", "weight_type", "r", "median", "std", "seeds", "paper"])
+    out = budget.groupby(["task", "weight_type", "r"]).apply(_summary, include_groups=False).reset_index()
+    paper = pd.read_csv(REFERENCE_DIR / "paper_table5_gpt3.csv")
+    paper = paper[paper["dataset"] == "MultiNLI"].set_index("weight_type")["value"]
+    out["paper"] = out["weight_type"].map(paper)
+    order = {w: i for i, w in enumerate(paper.index)}
+    out["r"], out["seeds"] = out["r"].astype(int), out["seeds"].astype(int)
+    return out.sort_values("weight_type", key=lambda s: s.map(order)).reset_index(drop=True)
 
-    # A task tests the claim only where FT learns more than the head alone (frozen encoder).
-    informative = [t for t in tasks if "head" not in wide or
-                   wide.at[t, "full"] - wide.at[t, "head"] > noise(t, "full", "head")]
-    within = [t for t in informative if abs(gaps[t]) <= noise(t, "lora", "full")]
-    parts = [
-        f"Averaged over {len(tasks)} tasks, LoRA scores {wide.loc[tasks, 'lora'].mean():.1f} and full "
-        f"fine-tuning {wide.loc[tasks, 'full'].mean():.1f} ({gaps.mean():+.1f} points), while LoRA "
-        f"trains {lora_n / full_n:.2%} of FT's parameters (classification head excluded).",
-        "Per task, LoRA minus FT: " + ", ".join(f"{TASK_LABELS[t]} {gaps[t]:+.1f}" for t in tasks) + ".",
+
+def budget_curves(df: pd.DataFrame) -> pd.DataFrame:
+    """Learning curves (tag "budget"): one row per evaluation — task, method, learning rate,
+    pooling, optimizer step, score (× 100) — plus the task's trivial baseline."""
+    runs = df[(df["status"] == "completed") & df["tags"].map(lambda t: "budget" in t)] if len(df) else df
+    rows = []
+    for r in runs.itertuples():
+        base = trivial_baseline(r.record)
+        for step, value in r.evaluations:
+            rows.append({"task": r.task, "method": r.method, "learning_rate": r.learning_rate,
+                         "pooling": r.pooling, "seed": r.seed, "step": step, "score": 100 * value,
+                         "trivial": base, "seconds_per_step": r.train_seconds / r.optimizer_steps
+                         if r.optimizer_steps else np.nan})
+    return pd.DataFrame(rows)
+
+
+def trivial_baseline(record: dict) -> float:
+    """The best constant prediction's score (× 100) on the run's validation examples: the
+    majority class's accuracy, 0 for correlations (NaN when the record holds no outputs)."""
+    outputs = record.get("best_outputs") or {}
+    if not outputs:
+        return np.nan
+    labels = np.asarray(next(iter(outputs.values()))["labels"])
+    return claims.trivial_score(record["primary_metric"], labels)
+
+
+def baselines(df: pd.DataFrame) -> pd.DataFrame:
+    """Per task: metric, validation examples, the trivial baseline and what full fine-tuning
+    reaches (median over the Table 2 seeds), and whether the task counts as learned."""
+    rows = []
+    done = df[df["status"] == "completed"] if len(df) else df
+    for task, group in done.groupby("task", sort=False):
+        ft = group[(group["method"] == "full") & group["tags"].map(lambda t: "table2" in t)]
+        rec = group["record"].iloc[0]
+        metric = rec["primary_metric"]
+        base = trivial_baseline(rec)
+        ft_median = 100 * ft["best_metric"].median() if len(ft) else np.nan
+        rows.append({"task": TASK_LABELS.get(task, task), "metric": metric,
+                     "validation examples": int(group["eval_examples"].max()),
+                     "trivial baseline": base,
+                     "trivial baseline is": "majority class" if metric == "accuracy" else "a constant (0)",
+                     "FT (median)": ft_median,
+                     "learned": bool(ft_median - base >= claims.LEARNED[metric]) if len(ft) else None})
+    return pd.DataFrame(rows)
+
+
+def claims_summary(comparisons: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """The claims table: claim, the paper's evidence, ours (differences with 95% intervals),
+    verdict — all from `claims.decide`'s comparisons and the reference CSVs."""
+    verdicts = claims.claim_verdicts(comparisons)
+    paper2 = pd.read_csv(REFERENCE_DIR / "paper_table2_roberta_base.csv").set_index("method")
+    t6 = pd.read_csv(REFERENCE_DIR / "paper_table6_gpt3.csv")
+    t6 = t6[t6["dataset"] == "MultiNLI"].set_index("weight_type")
+    t5 = pd.read_csv(REFERENCE_DIR / "paper_table5_gpt3.csv")
+    t5 = t5[t5["dataset"] == "MultiNLI"].set_index("weight_type")["value"]
+    tasks = [t for t in TASK_LABELS if len(df) and t in set(df[df["tags"].map(lambda x: "table2" in x)]["task"])]
+    avg = lambda m: f"{paper2.loc[m, tasks].mean():.1f}" if tasks else "n/a"
+    evidence = {
+        "C1": claims.PAPER_EVIDENCE["C1"].format(lora_avg=avg("LoRA"), ft_avg=avg("FT")),
+        "C2": claims.PAPER_EVIDENCE["C2"].format(lora_avg=avg("LoRA"), bitfit_avg=avg("BitFit")),
+        "C3": claims.PAPER_EVIDENCE["C3"].format(**{f"qv{r}": t6.loc["Wq,Wv", f"r{r}"] for r in (1, 2, 8, 64)}),
+        "C4": claims.PAPER_EVIDENCE["C4"].format(q8=t5["Wq"], qv4=t5["Wq,Wv"], qkvo2=t5["Wq,Wk,Wv,Wo"]),
+    }
+    rows = []
+    for claim, text in claims.CLAIMS.items():
+        sub = comparisons[comparisons["claim"] == claim] if len(comparisons) else comparisons
+        ours = "; ".join(
+            f"{TASK_LABELS.get(r.task, r.task)}: {r.a} − {r.b} = {r.difference:+.1f} [{r.lo:+.1f}, {r.hi:+.1f}]"
+            + (" (FT does not learn it)" if r.note else "")
+            for r in sub.itertuples()) or "not run"
+        if claim == "C1" and len(df):
+            share = _parameter_share(df)
+            if share is not None:
+                ours = f"LoRA trains {share:.2%} of FT's parameters (head excluded). " + ours
+        rows.append({"claim": claim, "statement": text, "paper": evidence[claim],
+                     "ours: difference [95% interval], points": ours, "verdict": verdicts[claim]})
+    return pd.DataFrame(rows)
+
+
+def _parameter_share(df: pd.DataFrame) -> float | None:
+    t2 = df[(df["status"] == "completed") & df["tags"].map(lambda t: "table2" in t)]
+    lora = t2[t2["method"] == "lora"]["trainable_without_head"].median()
+    full = t2[t2["method"] == "full"]["trainable_without_head"].median()
+    return None if pd.isna(lora) or pd.isna(full) else float(lora / full)
+
+
+def comparisons_display(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """The comparisons rounded for a page: one row per comparison, no index."""
+    if comparisons.empty:
+        return comparisons
+    out = comparisons.assign(task=comparisons["task"].map(lambda t: TASK_LABELS.get(t, t)))
+    out = out.rename(columns={"a_median": "A (median)", "b_median": "B (median)",
+                              "difference": "A − B (mean)", "lo": "95% low", "hi": "95% high",
+                              "kind": "test"})
+    return out.round(1)
+
+
+def cost_summary(df: pd.DataFrame) -> dict:
+    """What the runs cost: runs, summed run wall time, training + evaluation seconds, the span
+    from the first start to the last finish, the machine's cores, and the share of its
+    core-seconds spent in training and evaluation steps (× each run's threads)."""
+    done = df[df["status"] == "completed"]
+    start = pd.to_datetime(done["started_at"]).min()
+    end = pd.to_datetime(done["finished_at"]).max()
+    span = (end - start).total_seconds() if len(done) else 0.0
+    counts = [r["cpu_count"] for r in done["record"] if r.get("cpu_count")] if len(done) else []
+    cores = max(counts) if counts else int(done["torch_threads"].max() or 1) if len(done) else 1
+    busy = float(((done["train_seconds"] + done["eval_seconds"]) * done["torch_threads"]).sum())
+    return {"runs": len(done), "run_seconds": float(done["wall_time_s"].sum()),
+            "step_seconds": float((done["train_seconds"] + done["eval_seconds"]).sum()),
+            "span_seconds": span, "first_start": str(start), "last_finish": str(end), "cores": cores,
+            "step_fraction": busy / (span * cores) if span else float("nan")}
+
+
+def seconds_per_run(df: pd.DataFrame) -> pd.DataFrame:
+    """Median seconds per run (training, evaluation, whole run) by task and method."""
+    done = df[df["status"] == "completed"]
+    out = done.groupby(["task", "method"])[["optimizer_steps", "train_seconds", "eval_seconds", "wall_time_s"]] \
+        .median().round(1).reset_index()
+    out["task"] = out["task"].map(lambda t: TASK_LABELS.get(t, t))
+    out["method"] = out["method"].map(lambda m: METHOD_LABELS.get(m, m))
+    return out
+
+
+def _values(series: pd.Series, fmt=str) -> str:
+    vals = sorted({v for v in series.dropna()}, key=lambda v: (str(type(v)), v))
+    return ", ".join(fmt(v) for v in vals) if vals else "n/a"
+
+
+def deviations(df: pd.DataFrame) -> pd.DataFrame:
+    """Paper against ours, row by row: every setting that differs, ours read from the records."""
+    done = df[(df["status"] == "completed") & df["tags"].map(lambda t: "budget" not in t)]
+    if done.empty:
+        return pd.DataFrame(columns=["setting", "paper (RoBERTa-base, Table 9)", "ours"])
+    t9 = pd.read_csv(REFERENCE_DIR / "paper_table9_roberta_base_lora.csv").set_index("task")
+    tasks = [t for t in TASK_LABELS if t in set(done["task"])]
+    per_task = lambda col, fmt=str: "; ".join(
+        f"{TASK_LABELS[t]} {_values(done[done['task'] == t][col], fmt)}" for t in tasks)
+    lrs = done.groupby("method")["learning_rate"].agg(lambda s: _values(s, lambda v: f"{v:g}"))
+    lora = done[done["method"] == "lora"]
+    adapters = done[done["method"].isin(["houlsby", "pfeiffer"])]
+    threads = _values(done["torch_threads"], lambda v: f"{int(v)}")
+    device = _values(done["device"].map(lambda d: "CPU" if str(d).startswith("cpu") else d))
+    rows = [
+        ("model", "RoBERTa-base (125M parameters, 12 layers, d = 768)",
+         f"{_values(done['model'])} ({done['total_params'].max() / 1e6:.1f}M parameters with head, "
+         "6 layers, d = 384; BERT)"),
+        ("training examples", "the whole training set (MNLI 393k, SST-2 67k, QQP 364k, STS-B 5.7k, …)",
+         per_task("train_examples", lambda v: f"{int(v):,}")),
+        ("optimizer steps per run", "epochs × examples / batch: e.g. SST-2 60 epochs ≈ 253k steps",
+         per_task("optimizer_steps", lambda v: f"{int(v)}")),
+        ("epochs", "; ".join(f"{TASK_LABELS[t]} {t9.at[t, 'epochs']}" for t in tasks if t in t9.index),
+         per_task("epochs", lambda v: f"{int(v)}")),
+        ("batch size", "16 (CoLA, QQP, STS-B, … 32) per GPU; the authors' scripts ran 8 GPUs",
+         _values(done["batch_size"], lambda v: f"{int(v)}")),
+        ("learning rate", "LoRA 4e-4 … 5e-4 (Table 9); FT, BitFit, adapters: from prior work",
+         "; ".join(f"{METHOD_LABELS.get(m, m)} {v}" for m, v in lrs.items())),
+        ("LoRA r, α, targets", "r = 8, α = 8 (scripts: 16), Wq,Wv",
+         f"Table 2: r = {_values(lora[lora['tags'].map(lambda t: 'table2' in t)]['r'], lambda v: f'{int(v)}')}, "
+         f"α = {_values(lora['alpha'], lambda v: f'{v:g}')}, Wq,Wv; Tables 5–6: r ∈ "
+         f"{{{_values(lora['r'], lambda v: f'{int(v)}')}}} × {_values(lora['weight_type'])}"),
+        ("adapters", "AdptD (Rücklé et al.): 0.3M and 0.9M, numbers quoted from that paper",
+         ("trained here: " + "; ".join(f"{METHOD_LABELS[m]} m = {_values(g['adapter_size'], lambda v: f'{int(v)}')}"
+                                       for m, g in adapters.groupby("method"))) if len(adapters) else "not run"),
+        ("classification head reads", "the first token (<s>, RoBERTa's head)", _values(done["pooling"])),
+        ("max sequence length", "512", _values(done["max_length"], lambda v: f"{int(v)}")),
+        ("seeds per cell", "5 (median)", _values(done.groupby(["task", "method", "weight_type", "r"],
+                                                              dropna=False)["seed"].nunique(),
+                                                 lambda v: f"{int(v)}") + " (median)"),
+        ("validation examples", "the whole validation split (MNLI matched 9,815)",
+         per_task("eval_examples", lambda v: f"{int(v):,}")),
+        ("metric", "MNLI matched acc., CoLA MCC, STS-B Pearson, accuracy elsewhere; best epoch",
+         "the same metrics; best evaluation (end of each epoch)"),
+        ("hardware", "GPUs (microsoft/LoRA's scripts launch 8 processes; CoLA 2)",
+         f"{device}, {threads} thread(s) per run"),
     ]
-    flat = [t for t in tasks if t not in informative]
-    if flat:
-        parts.append(f"On {', '.join(TASK_LABELS[t] for t in flat)} FT does not beat training the head "
-                     "alone by more than the seed spread: these runs are too short to learn the task, "
-                     "so they can neither confirm nor refute the claim there.")
-    if informative:
-        held = [TASK_LABELS[t] for t in within]
-        off = [f"{TASK_LABELS[t]} ({gaps[t]:+.1f})" for t in informative if t not in within]
-        if held:
-            parts.append(f"Where FT does learn, LoRA matches it within the seed spread on {', '.join(held)}, "
-                         "as the paper claims.")
-        if off:
-            parts.append(f"The gap exceeds the seed spread on {', '.join(off)}: there the claim does not "
-                         "hold at this scale.")
-    if "bitfit" in wide and "head" in wide:
-        parts.append(f"BitFit averages {wide.loc[tasks, 'bitfit'].mean():.1f} and training the head "
-                     f"alone {wide.loc[tasks, 'head'].mean():.1f}.")
-    return " ".join(parts)
+    return pd.DataFrame(rows, columns=["setting", "paper (RoBERTa-base, Table 9)", "ours"])
 
 
-def table6_findings(t6: pd.DataFrame) -> str:
-    """A paragraph on Table 6's claims: a small r suffices, and at a fixed parameter budget
-    adapting more weight types (Wq,Wv) beats Wq alone (§7.1, Tables 5–6). A difference counts
-    only when it exceeds the binomial sampling error of one cell's accuracy."""
-    if t6.empty:
-        return "No Table 6 runs completed yet."
-    wide = t6.pivot(index="weight_type", columns="r", values="median")
-    values = wide.stack()
-    seeds, n = int(t6["seeds"].max()), int(t6["eval_examples"].max())
-    p = values.mean() / 100
-    noise = 100 * np.sqrt(p * (1 - p) / n)
-    parts = [f"Each cell has {seeds} seed{'s' if seeds > 1 else ''} and {n} validation examples: "
-             f"one cell's sampling error alone is about ±{noise:.1f} points."]
-    if (values - values.mean()).abs().max() <= 2 * noise:
-        parts.append(f"All {len(values)} cells lie within two sampling errors of their mean "
-                     f"({values.mean():.1f}): these runs show no effect of rank or weight type, so "
-                     "they neither confirm nor refute the paper's Table 6 claims.")
-        return " ".join(parts)
-    if "Wq,Wv" in wide.index and 64 in wide.columns:
-        small = wide.loc["Wq,Wv", [r for r in wide.columns if r <= 8]]
-        gain = wide.at["Wq,Wv", 64] - small.max()
-        parts.append(
-            f"With Wq,Wv, the best rank up to 8 (r={small.idxmax()}, {small.max():.1f}) against "
-            f"r=64 ({wide.at['Wq,Wv', 64]:.1f}): "
-            + ("a small rank suffices, as the paper finds." if gain <= noise
-               else "here the larger rank helps by more than the sampling error, unlike the paper's GPT-3."))
-    budget = [("Wq", 8), ("Wq,Wv", 4), ("Wq,Wk,Wv,Wo", 2)]
-    cells = [(wt, r, wide.at[wt, r]) for wt, r in budget if wt in wide.index and r in wide.columns]
-    if len(cells) >= 2:
-        gap = cells[1][2] - cells[0][2]
-        parts.append(
-            "At one parameter budget (as in paper Table 5): "
-            + ", ".join(f"{wt} r={r}: {v:.1f}" for wt, r, v in cells) + ". "
-            + ("Spreading the rank over Wq,Wv beats Wq alone, as in the paper." if gap > noise
-               else "Wq alone is beaten by Wq,Wv by less than the sampling error." if gap > -noise
-               else "Wq alone does better here, unlike the paper."))
-    return " ".join(parts)
+def styled(df: pd.DataFrame):
+    """A table for a rendered page: no row index, floats to one decimal."""
+    return df.style.hide(axis="index").format(precision=1, na_rep="")
+
+
+def table5_display(t5: pd.DataFrame) -> pd.DataFrame:
+    """Table 5 for a page: weight type, r, ours (median ± std, seeds), the paper's GPT-3 MultiNLI."""
+    return pd.DataFrame({"weight type": t5["weight_type"], "r": t5["r"],
+                         "ours (MNLI)": [_cell(m, s) for m, s in zip(t5["median"], t5["std"])],
+                         "seeds": t5["seeds"], "paper (GPT-3, MultiNLI ±0.1)": t5["paper"]})
+
+
+def budget_display(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per learning-curve run: the score at each evaluated step (× 100), and its trivial baseline."""
+    label = curves["method"].map(lambda m: METHOD_LABELS.get(m, m)) + " lr " + \
+        curves["learning_rate"].map(lambda v: f"{v:g}") + curves["pooling"].map(lambda p: "" if p == "cls" else f", {p} pooling")
+    wide = curves.assign(run=label, task=curves["task"].map(lambda t: TASK_LABELS.get(t, t))) \
+        .pivot_table(index=["task", "run", "trivial"], columns="step", values="score").reset_index()
+    wide.columns = [f"step {c}" if isinstance(c, (int, np.integer)) else c for c in wide.columns]
+    return wide
+
+
+def summary_text(df: pd.DataFrame, comparisons: pd.DataFrame) -> str:
+    """The page's opening paragraph, from the records: what ran, on what, and the verdicts."""
+    main = df[(df["status"] == "completed") & df["tags"].map(lambda t: "budget" not in t)]
+    if main.empty:
+        return "No completed runs yet."
+    tasks = [t for t in TASK_LABELS if t in set(main["task"])]
+    t2 = main[main["tags"].map(lambda t: "table2" in t)]
+    steps = "; ".join(f"{TASK_LABELS[t]} {_values(main[main['task'] == t]['optimizer_steps'], lambda v: f'{int(v)}')}"
+                      for t in tasks)
+    examples = "; ".join(f"{TASK_LABELS[t]} {_values(main[main['task'] == t]['train_examples'], lambda v: f'{int(v):,}')}"
+                         f" / {_values(main[main['task'] == t]['eval_examples'], lambda v: f'{int(v):,}')}"
+                         for t in tasks)
+    verdicts = claims.claim_verdicts(comparisons)
+    counts = {v: sum(x == v for x in verdicts.values()) for v in
+              (claims.REPRODUCED, claims.INCONCLUSIVE, claims.NOT_REPRODUCED)}
+    methods = ", ".join(METHOD_LABELS.get(m, m) for m in METHOD_LABELS if m in set(t2["method"]))
+    seeds = int(t2.groupby(["task", "method"])["seed"].nunique().median()) if len(t2) else 0
+    return (
+        f"**What ran.** {len(main)} fine-tuning runs of **{_values(main['model'])}** "
+        f"({main['total_params'].max() / 1e6:.1f}M parameters; the paper: RoBERTa-base, 125M) on real GLUE data: "
+        f"{', '.join(TASK_LABELS[t] for t in tasks)} (training / validation examples: {examples}). "
+        f"Optimizer steps per run (batch {_values(main['batch_size'], lambda v: f'{int(v)}')}): {steps} — "
+        f"the paper trains for tens of thousands. Table 2 compares {methods} with {seeds} seeds per cell; "
+        f"Tables 5–6 vary LoRA's rank and weight types on MNLI with "
+        f"{int(main[main['tags'].map(lambda t: 'table6' in t)].groupby(['weight_type', 'r'])['seed'].nunique().median()) if len(main[main['tags'].map(lambda t: 'table6' in t)]) else 0} seeds.\n\n"
+        f"**Verdicts.** Of the paper's four claims tested on this page, {counts[claims.REPRODUCED]} "
+        f"{'is' if counts[claims.REPRODUCED] == 1 else 'are'} reproduced, {counts[claims.INCONCLUSIVE]} "
+        f"inconclusive at this scale and {counts[claims.NOT_REPRODUCED]} not reproduced: "
+        + "; ".join(f"{c} {v}" for c, v in verdicts.items())
+        + ". §7's claim (C5) is decided on the companion page. A small model trained for a few hundred steps "
+        "tests the claims' direction, not the paper's absolute numbers.")
+
+
+def cost_text(df: pd.DataFrame) -> str:
+    """What the runs on this page cost, from their records, and the command that regenerates them."""
+    cost = cost_summary(df)
+    done = df[df["status"] == "completed"]
+    threads = int(done["torch_threads"].max()) if len(done) else 0
+    versions = done["versions"].iloc[-1] if len(done) else {}
+    commits = sorted({c[:10] for c in done["git_commit"].dropna()})
+    return (
+        f"{cost['runs']} completed runs, {threads} thread(s) each, ran between {cost['first_start'][:16]} and "
+        f"{cost['last_finish'][:16]}: {cost['span_seconds'] / 3600:.2f} h of wall time, "
+        f"{cost['span_seconds'] * cost['cores'] / 3600:.2f} core-hours on {cost['cores']} cores, "
+        f"{cost['step_fraction']:.0%} of which went to training and evaluation steps (the rest: kernels, imports, "
+        "data and model loading, idle workers). "
+        f"Regenerate: `make reference` (this sweep, resumable) then the page renders itself; "
+        f"`python -m lora_nb.sweep --preset budget --workers 2` for the learning curves. "
+        f"Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + f"; git commit{'s' if len(commits) > 1 else ''} {', '.join(commits) or 'unknown'}.")
 
 
 def to_markdown(df: pd.DataFrame) -> str:

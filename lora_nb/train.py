@@ -11,7 +11,9 @@ that dies leaves a record whose status is ``running`` or ``failed``, never one t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
+import hashlib
 import json
 import math
 import os
@@ -29,32 +31,19 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup, set_seed
 
-from .adapter import ADAPTER_FILE, load_adapter, save_adapter
+from .adapter import load_adapter, save_adapter
 from .config import RunConfig, paper_config
 from .glue import get_task, load_glue, make_dataloader, subset, tokenize_glue
 from .lora import merge_lora, unmerge_lora
 from .metrics import glue_metric
 from .models import load_model, load_model_config, max_model_length
 from .modes import count_parameters, prepare_model
+from .rundir import (ADAPTER_FILE, COMPLETED, FAILED, RECORD_FILE, RUNNING, read_record, repo_path,
+                     write_record)
 
-RECORD_FILE = "record.json"
-COMPLETED, FAILED, RUNNING = "completed", "failed", "running"
-
-
-def read_record(run_dir: str | os.PathLike) -> dict | None:
-    """The record in `run_dir`, or None when there is none or it can't be parsed."""
-    try:
-        return json.loads((Path(run_dir) / RECORD_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def write_record(run_dir: Path, record: dict) -> None:
-    """Write the record atomically (temporary file, then rename)."""
-    tmp = run_dir / (RECORD_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=str))
-    os.replace(tmp, run_dir / RECORD_FILE)
-
+# Settings that say how a run executes, not what it computes: two runs that differ only in these
+# are the same run (resume, "already done").
+EXECUTION_FIELDS = ("num_threads", "overwrite", "eval_batch_size", "output_dir", "glue_dir")
 
 def _environment(accelerator: Accelerator) -> dict:
     import accelerate
@@ -74,6 +63,7 @@ def _environment(accelerator: Accelerator) -> dict:
         "device": f"{device.type}: {name}",
         "num_processes": accelerator.num_processes,
         "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
         "mixed_precision": accelerator.mixed_precision,
         "versions": {
             "python": platform.python_version(), "torch": torch.__version__,
@@ -118,21 +108,100 @@ def prepare_run_dir(config: RunConfig) -> Path:
 
 
 @torch.no_grad()
-def evaluate(model, loader, task_name: str, accelerator: Accelerator, progress: bool) -> dict:
-    """Metrics of `model` on one split, with the LoRA weights merged (§4.1)."""
+def evaluate(model, loader, task_name: str, accelerator: Accelerator, progress: bool,
+             outputs: dict | None = None) -> dict:
+    """Metrics of `model` on one split, with the LoRA weights merged (§4.1). When `outputs` is
+    given, the predictions and labels (in the loader's order) are stored in it, for paired
+    comparisons between runs."""
     is_regression = get_task(task_name).is_regression
     metric = glue_metric(task_name)
     model.eval()
     merge_lora(accelerator.unwrap_model(model))
+    all_preds, all_refs = [], []
     for batch in tqdm(loader, desc="eval", leave=False, disable=not progress):
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
         preds = logits.squeeze(-1) if is_regression else logits.argmax(-1)
         preds, refs = accelerator.gather_for_metrics((preds, batch["labels"]))
-        metric.add_batch(predictions=preds.float().cpu() if is_regression else preds.cpu(),
-                         references=refs.cpu())
+        preds = preds.float().cpu() if is_regression else preds.cpu()
+        metric.add_batch(predictions=preds, references=refs.cpu())
+        all_preds += [round(float(p), 4) if is_regression else int(p) for p in preds]
+        all_refs += [round(float(r), 4) if is_regression else int(r) for r in refs.cpu()]
     unmerge_lora(accelerator.unwrap_model(model))
     model.train()
+    if outputs is not None:
+        outputs.update(predictions=all_preds, labels=all_refs)
     return metric.compute()
+
+
+def same_run(config: RunConfig, record: dict) -> bool:
+    """Whether `record` was made with `config`'s settings (execution settings aside)."""
+    recorded = record.get("config", {})
+    return all(recorded.get(k) == v for k, v in config.to_dict().items() if k not in EXECUTION_FIELDS)
+
+
+def run_seeds(config: RunConfig, seeds: typing.Sequence[int], progress: bool = True) -> list[dict]:
+    """Run one setting for several seeds in this process, one record and adapter per seed.
+
+    The kernel, the imports and the tokenised data are paid once per setting instead of once per
+    seed. `config.output_dir` (and `init_adapter`, when set) may hold ``{seed}``, filled in per
+    seed. A seed whose folder already holds a completed run with these settings is not run again:
+    its stored record is returned (a completed run made with other settings is refused)."""
+    if not seeds:
+        raise ValueError("seeds: give at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: repeated seed in {list(seeds)}")
+    configs = [seed_config(config, seed) for seed in seeds]
+    if len({c.output_dir for c in configs}) != len(configs):
+        raise ValueError("output_dir: must contain '{seed}' when several seeds run")
+    for c in configs:
+        c.validate()
+    records = []
+    for c in configs:
+        previous = read_record(c.output_dir)
+        if previous and previous.get("status") == COMPLETED and not c.overwrite:
+            if not same_run(c, previous):
+                raise FileExistsError(
+                    f"output_dir: {c.output_dir} holds a completed run made with other settings; "
+                    "choose another output_dir or set overwrite=True")
+            print(f"{c.output_dir}: already completed (best {previous.get('primary_metric')} "
+                  f"{previous.get('best_metric', float('nan')):.4f}); not run again")
+            records.append(previous)
+            continue
+        records.append(run(c, progress=progress))
+    return records
+
+
+def default_output_dir(config: RunConfig) -> str:
+    """A run folder named by the run's settings, under ``runs/notebook/``: the setting in words
+    and a hash of every field that changes what is computed, with ``{seed}`` left to fill in."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in (*EXECUTION_FIELDS, "seed")}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    method = config.method
+    if config.lora:
+        method += f"-{''.join(config.targets)}-r{config.r}"
+    elif config.adapter:
+        method += f"-m{config.adapter_size}" + (f"-drop{config.adapter_drop}" if config.adapter_drop else "")
+    return f"runs/notebook/{config.task}-{method}-{digest}-s{{seed}}"
+
+
+def notebook_config(params: dict) -> RunConfig:
+    """The `RunConfig` of a notebook's parameters: paths relative to the repository root, and
+    the output folder derived from the settings when `output_dir` is None (so that changing a
+    parameter and running again runs the new setting)."""
+    given = {k: v for k, v in params.items() if k in RunConfig.field_names()}
+    config = RunConfig.from_dict({**given, "output_dir": given.get("output_dir") or "unset"})
+    output_dir = given.get("output_dir") or default_output_dir(config)
+    return dataclasses.replace(
+        config, output_dir=str(repo_path(output_dir)),
+        glue_dir=str(repo_path(config.glue_dir)) if config.glue_dir else None,
+        init_adapter=str(repo_path(config.init_adapter)) if config.init_adapter else None)
+
+
+def seed_config(config: RunConfig, seed: int) -> RunConfig:
+    """`config` for one seed, with ``{seed}`` filled in its output and init-adapter paths."""
+    return dataclasses.replace(
+        config, seed=seed, output_dir=config.output_dir.replace("{seed}", str(seed)),
+        init_adapter=config.init_adapter.replace("{seed}", str(seed)) if config.init_adapter else None)
 
 
 def run(config: RunConfig, progress: bool = True) -> dict:
@@ -174,8 +243,11 @@ def run(config: RunConfig, progress: bool = True) -> dict:
 
 def _train(config, task, model_config, accelerator, run_dir, record, progress) -> None:
     set_seed(config.seed)
-    model, tokenizer = load_model(config.model, model_config)
-    prepare_model(model, config.method, config.lora)
+    model, tokenizer = load_model(config.model, model_config, config.pooling)
+    if config.adapter is not None:
+        prepare_model(model, config.method, adapter=config.adapter)
+    else:
+        prepare_model(model, config.method, config.lora)
     if config.init_adapter:
         load_adapter(model, config.init_adapter, include_head=False)
     counts = count_parameters(model)
@@ -202,19 +274,48 @@ def _train(config, task, model_config, accelerator, run_dir, record, progress) -
          {"params": no_decay, "weight_decay": 0.0}],
         lr=config.learning_rate, fused=accelerator.device.type == "cuda",
     )
-    total_steps = config.epochs * math.ceil(len(train_loader) / accelerator.num_processes)
+    # accelerate steps a prepared scheduler once per process for every optimizer step (its
+    # batches are per process), so the schedule counts optimizer steps × processes: the learning
+    # rate then reaches zero at the end of training with any number of processes.
+    steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes)
+    total_steps = config.epochs * steps_per_epoch
     scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(config.warmup_ratio * total_steps), total_steps)
+        optimizer, int(config.warmup_ratio * total_steps) * accelerator.num_processes,
+        total_steps * accelerator.num_processes)
     model, optimizer, train_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, scheduler)
     eval_loaders = {s: accelerator.prepare(l) for s, l in eval_loaders.items()}
+    record["optimizer_steps"] = total_steps
+    record["evaluations"] = []
+
+    def evaluate_now(epoch: int, step: int) -> None:
+        """Evaluate every split, keep the best evaluation's adapter (§5.1), write the record."""
+        t0 = time.perf_counter()
+        outputs = {s: {} for s in eval_loaders}
+        scores = {s: evaluate(model, l, task.name, accelerator, progress, outputs[s])
+                  for s, l in eval_loaders.items()}
+        primary = scores[task.eval_splits[0]][task.primary_metric]
+        seconds = time.perf_counter() - t0
+        record["evaluations"].append({"step": step, "epoch": epoch, "eval": scores,
+                                      "primary": primary, "eval_seconds": seconds})
+        improved = primary > record.get("best_metric", -math.inf)
+        if improved:
+            # The best evaluation's predictions, for paired bootstrap intervals (lora_nb.claims).
+            record.update(best_epoch=epoch, best_step=step, best_metric=primary,
+                          best_outputs=outputs)
+            if accelerator.is_main_process:
+                save_adapter(accelerator.unwrap_model(model), run_dir / ADAPTER_FILE,
+                             task=task.name, epoch=epoch, step=step, model=config.model)
+        clock["eval"] += seconds
+        accelerator.print(f"step {step}/{total_steps}  {task.primary_metric} {primary:.4f}"
+                          f"{'  (best)' if improved else ''}  {seconds:.1f}s eval")
 
     log_every = max(1, len(train_loader) // 10)
-    best, step, tokens, train_seconds = -math.inf, 0, 0, 0.0
+    step, tokens, clock = 0, 0, {"train": 0.0, "eval": 0.0}
     model.train()
     for epoch in range(1, config.epochs + 1):
+        epoch_loss, window, eval_before = 0.0, [], clock["eval"]
         t0 = time.perf_counter()
-        epoch_loss, window = 0.0, []
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{config.epochs}", leave=False,
                    disable=not progress or not accelerator.is_main_process)
         for batch in bar:
@@ -236,30 +337,24 @@ def _train(config, task, model_config, accelerator, run_dir, record, progress) -
                 record["loss_curve"].append([step, sum(window) / len(window)])
                 bar.set_postfix(loss=f"{record['loss_curve'][-1][1]:.4f}")
                 window = []
-        train_time = time.perf_counter() - t0
-        train_seconds += train_time
-        scores = {s: evaluate(model, l, task.name, accelerator, progress)
-                  for s, l in eval_loaders.items()}
-        primary = scores[task.eval_splits[0]][task.primary_metric]
+            if config.eval_every and step % config.eval_every == 0 and step % steps_per_epoch:
+                evaluate_now(epoch, step)
+        epoch_seconds = time.perf_counter() - t0
+        evaluate_now(epoch, step)
+        eval_seconds = clock["eval"] - eval_before
+        train_time = epoch_seconds - (eval_seconds - record["evaluations"][-1]["eval_seconds"])
+        clock["train"] += train_time
+        last = record["evaluations"][-1]
         record["epochs"].append({
-            "epoch": epoch, "train_loss": epoch_loss / len(train_loader), "eval": scores,
-            "primary": primary, "train_seconds": train_time,
-            "eval_seconds": time.perf_counter() - t0 - train_time,
+            "epoch": epoch, "train_loss": epoch_loss / len(train_loader), "eval": last["eval"],
+            "primary": last["primary"], "train_seconds": train_time, "eval_seconds": eval_seconds,
         })
-        improved = primary > best
-        if improved:
-            best = primary
-            record.update(best_epoch=epoch, best_metric=primary)
-            if accelerator.is_main_process:
-                save_adapter(accelerator.unwrap_model(model), run_dir / ADAPTER_FILE,
-                             task=task.name, epoch=epoch, model=config.model)
-        record["train_tokens_per_s"] = tokens / train_seconds
+        record["train_seconds"], record["eval_seconds"] = clock["train"], clock["eval"]
+        record["train_tokens_per_s"] = tokens / clock["train"]
         if accelerator.is_main_process:
             write_record(run_dir, record)
-            accelerator.print(
-                f"epoch {epoch}/{config.epochs}  loss {epoch_loss / len(train_loader):.4f}  "
-                f"{task.primary_metric} {primary:.4f}{'  (best)' if improved else ''}  "
-                f"{train_time:.1f}s train + {record['epochs'][-1]['eval_seconds']:.1f}s eval")
+            accelerator.print(f"epoch {epoch}/{config.epochs}  loss {epoch_loss / len(train_loader):.4f}  "
+                              f"{train_time:.1f}s train + {eval_seconds:.1f}s eval")
 
 
 def _argument_type(hint):

@@ -9,12 +9,24 @@ import pandas as pd
 import pytest
 import torch
 
+from lora_nb import claims
 from lora_nb.analysis import (
     adapter_matrices,
     amplification,
+    amplification_comparison,
     amplification_table,
+    bootstrap_units,
+    paper_table7,
+    random_frame,
     random_similarity,
+    random_update,
+    seed_pairs,
     similarity_by_layer,
+    similarity_by_seed,
+    similarity_comparisons,
+    subspace_claims,
+    subspace_findings,
+    subspace_runs,
     subspace_similarity,
 )
 
@@ -219,7 +231,7 @@ def test_amplification_table_uses_base_weight(tiny_adapters):
     table = amplification_table(base, path, weight_type="q")
     assert list(table.columns) == [
         "layer", "weight_type", "r", "delta_norm", "proj_delta", "proj_w", "proj_random",
-        "w_norm", "amplification",
+        "w_norm", "amplification", "proj_random_update", "amplification_random",
     ]
     assert table.layer.tolist() == [0, 1] and (table.r == 4).all()
     layers = lora_layers(tiny_adapters[4])
@@ -242,3 +254,254 @@ def test_amplification_table_uses_base_weight(tiny_adapters):
         amplification_table(merged, path)
     with pytest.raises(ValueError, match="no 'k'"):
         amplification_table(base, path, weight_type="k")
+
+
+def test_random_update_keeps_rank_and_norm_with_random_directions():
+    w, u, sigma, v = _planted_w(64, 4)
+    delta = 3.0 * np.outer(u[:, 10], v[:, 10]) + 1.0 * np.outer(u[:, 20], v[:, 20])
+    rand = random_update(delta, r=2, rng=np.random.default_rng(0))
+    np.testing.assert_allclose(np.linalg.svd(rand, compute_uv=False)[:3], [3.0, 1.0, 0.0], atol=1e-10)
+    assert np.linalg.norm(rand) == pytest.approx(np.linalg.norm(delta))
+    # Its top-2 singular vectors are the random frames: the projection is ‖U_randᵀ W V_rand‖_F.
+    rng = np.random.default_rng(0)
+    u_r, v_r = random_frame(64, 2, rng), random_frame(64, 2, rng)
+    assert amplification(w, rand, r=2)["proj_delta"] == pytest.approx(np.linalg.norm(u_r.T @ w @ v_r))
+    assert not np.allclose(rand, delta)
+
+
+def test_random_update_projection_matches_its_expectation():
+    """For uniformly random r-frames, E ‖UᵀWV‖_F² = r² ‖W‖_F² / (m n): the baseline is what a
+    random update of the same rank gives, and ΔW aligned with a direction of W beats it."""
+    w, u, sigma, v = _planted_w(96, 5)
+    out = amplification(w, 2.0 * np.outer(u[:, 4], v[:, 4]), r=1, seed=1, n_random=400)
+    expected = np.linalg.norm(w) / 96  # √(r² ‖W‖² / d²) for r = 1
+    assert out["proj_random_update"] == pytest.approx(expected, rel=0.35)
+    assert out["proj_delta"] == pytest.approx(sigma[4]) and out["proj_delta"] > 5 * out["proj_random_update"]
+    assert out["amplification_random"] == pytest.approx(out["delta_norm"] / out["proj_random_update"])
+    q = random_frame(50, 5, np.random.default_rng(2))
+    np.testing.assert_allclose(q.T @ q, np.eye(5), atol=1e-12)
+
+
+# --------------------------------------------------------------------------- claim C5
+
+
+def test_seed_pairs_leave_out_shared_seeds_when_they_can():
+    assert seed_pairs([0, 1], [0, 1]) == ([(0, 1), (1, 0)], True)
+    assert seed_pairs([0], [0, 1, 2]) == ([(0, 1), (0, 2)], True)
+    assert seed_pairs([0], [0]) == ([(0, 0)], False)
+
+
+def test_bootstrap_units_two_levels():
+    point, lo, hi = bootstrap_units([np.array([1.0, 3.0]), np.array([2.0]), np.array([4.0, 4.0, 4.0])], 500)
+    assert point == pytest.approx((2.0 + 2.0 + 4.0) / 3)  # mean over units of each unit's mean
+    assert 1.0 <= lo < point < hi <= 4.0
+    _, lo, hi = bootstrap_units([np.array([x]) for x in (-1.0, 1.0, -0.5, 0.5, -2.0, 2.0)], 500)
+    assert lo < 0 < hi
+    with pytest.raises(ValueError, match="no units"):
+        bootstrap_units([])
+
+
+def _a_matrices(seeds, r, d, rng, shared=None, weight=0.0):
+    """{seed: {(layer, wt): A}}: random A (r × d) with `shared` rows mixed in with `weight`."""
+    out = {}
+    for s in seeds:
+        out[s] = {}
+        for layer in range(3):
+            for wt in ("q", "v"):
+                a = rng.standard_normal((r, d))
+                if shared is not None:
+                    a[: len(shared[(layer, wt)])] += weight * shared[(layer, wt)]
+                out[s][(layer, wt)] = a
+    return out
+
+
+def test_similarity_comparisons_planted_random_and_orthogonal():
+    rng = np.random.default_rng(0)
+    d = 96
+    top = {(layer, wt): 40 * rng.standard_normal((1, d)) for layer in range(3) for wt in ("q", "v")}
+    # A shared top direction at both ranks and every seed: φ(1, 1) near 1, far above random.
+    planted = similarity_comparisons(_a_matrices((0, 1), 4, d, rng, top, 1.0), _a_matrices((0, 1), 16, d, rng, top, 1.0),
+                                     "mnli", (4, 16), n_random=4, n_boot=300)
+    assert [c.verdict for c in planted] == [claims.REPRODUCED, claims.REPRODUCED]
+    assert planted[0].a_median > 0.9 and planted[0].b_median < 0.05
+    assert planted[0].a == "A(r=4) vs A(r=16): φ(1,1)" and planted[0].kind == "superior"
+    assert planted[0].seeds == "2 × 2 seeds, 2 cross-seed pairs" and planted[0].claim == "C5"
+    assert planted[0].lo <= planted[0].difference <= planted[0].hi
+    # Independent random matrices: no verdict either way.
+    noise = similarity_comparisons(_a_matrices((0, 1, 2), 4, d, rng), _a_matrices((0, 1, 2), 16, d, rng),
+                                   n_random=4, n_boot=300, seed=3)
+    assert [c.verdict for c in noise] == [claims.INCONCLUSIVE, claims.INCONCLUSIVE]
+    # Row spaces kept orthogonal: φ = 0 everywhere, below random.
+    basis = _orthogonal(d, rng)
+    small = {s: {(layer, wt): rng.standard_normal((4, 4)) @ basis[:4] for layer in range(3) for wt in ("q", "v")}
+             for s in (0, 1)}
+    large = {s: {(layer, wt): rng.standard_normal((16, 16)) @ basis[40:56] for layer in range(3) for wt in ("q", "v")}
+             for s in (0, 1)}
+    apart = similarity_comparisons(small, large, n_random=4, n_boot=300)
+    assert [c.verdict for c in apart] == [claims.NOT_REPRODUCED, claims.NOT_REPRODUCED]
+    assert apart[0].a_median == pytest.approx(0.0, abs=1e-12)
+
+
+def _amp_rows(r, aligned, seeds=(0, 1, 2), layers=4, d=64):
+    """amplification() rows: ΔW on middle directions of W (aligned) or on random ones."""
+    rows = []
+    for layer in range(layers):
+        w, u, sigma, v = _planted_w(d, 10 + layer)
+        for seed in seeds:
+            rng = np.random.default_rng(100 * layer + seed)
+            if aligned:
+                idx = rng.choice(np.arange(10, 30), size=r, replace=False)
+                delta = u[:, idx] @ np.diag(rng.uniform(1, 2, r)) @ v[:, idx].T
+            else:
+                delta = random_update(u[:, :r] @ v[:, :r].T, r, rng)
+            rows.append({"layer": layer, "weight_type": "q", "r": r, "seed": seed,
+                         **amplification(w, delta, r=r, seed=seed)})
+    return pd.DataFrame(rows)
+
+
+def test_amplification_comparison_aligned_beats_random_update():
+    aligned = amplification_comparison(_amp_rows(2, True), 2, "mnli", n_boot=300)
+    assert aligned.verdict == claims.REPRODUCED and aligned.a_median > 2 * aligned.b_median
+    assert aligned.a == "ΔWq r=2: ‖UᵀWV‖ as % of W's top-r" and aligned.seeds == "3"
+    assert aligned.note == "4 layers × 3 seeds"
+    rand = amplification_comparison(_amp_rows(2, False), 2, n_boot=300)
+    assert rand.verdict == claims.INCONCLUSIVE
+    with pytest.raises(ValueError, match="r = 4"):
+        amplification_comparison(_amp_rows(2, True), 4)
+    paper = paper_table7()
+    at4 = amplification_comparison(_amp_rows(4, True, layers=2), 4, paper=paper, n_boot=100)
+    assert "paper (GPT-3 175B, layer 48): 1.5% vs 0.09%" in at4.note  # 0.32 / 21.67, 0.02 / 21.67
+
+
+def test_paper_table7_amplification():
+    paper = paper_table7().set_index("r")
+    assert paper.at[4, "amplification"] == pytest.approx(6.91 / 0.32)  # the text's "21.5"
+    assert paper.at[64, "amplification"] == pytest.approx(3.57 / 1.90)  # "about 2"
+
+
+def _c5(verdicts: dict[str, str]) -> pd.DataFrame:
+    rows = {
+        "phi": claims.Comparison("C5", "mnli", "A(r=8) vs A(r=64): φ(1,1)", "random Gaussian A, same shapes",
+                                 "superior", 0.0031, 0.0027, 0.0004, -0.0002, 0.0011, "3 × 3 seeds, 6 cross-seed pairs",
+                                 verdicts["phi"], ""),
+        "amp": claims.Comparison("C5", "mnli", "ΔWq r=4: ‖UᵀWV‖ as % of W's top-r", "random update, same rank and norm",
+                                 "superior", 3.9, 3.9, 0.01, -0.3, 0.3, "3", verdicts["amp"], ""),
+    }
+    return claims.comparisons_table(list(rows.values()))
+
+
+def test_findings_follow_the_verdicts():
+    amp = pd.DataFrame({"r": [4, 4, 64], "amplification": [3.7, 3.9, 0.1], "amplification_random": [3.8, 3.8, 0.1]})
+    text = subspace_findings(_c5({"phi": "inconclusive", "amp": "inconclusive"}), amp, paper_table7())
+    assert "as the paper finds" not in text and "emphasises" not in text
+    assert "median 0.003 against 0.003 for random Gaussian A" in text
+    assert "ours − random (mean, 95% interval) = +0.000 [-0.000, +0.001]: inconclusive" in text
+    assert "3.90% of W's own top-r projection" in text and "not shown here that ΔW amplifies" in text
+    assert "3.8 at r = 4" in text and "(paper, GPT-3 layer 48: 21.6 at r = 4, 1.88 at r = 64)" in text
+    assert text.endswith("Claim C5: inconclusive at this scale.")
+
+    text = subspace_findings(_c5({"phi": "reproduced", "amp": "reproduced"}))
+    assert text.count("as the paper finds") == 2 and "though the paper's φ(1,1) exceeds 0.5" in text
+    assert "A moves little" not in text and text.endswith("Claim C5: reproduced (every comparison above).")
+
+    text = subspace_findings(_c5({"phi": "not reproduced", "amp": "reproduced"}))
+    assert "unlike the paper's finding" in text and text.count("as the paper finds") == 1
+    assert text.endswith("Claim C5: not reproduced (a comparison goes against the paper).")
+
+
+# --------------------------------------------------------------------------- the §7 runs
+
+
+def _record(task, r, seed, targets=("q", "v"), tags=("table6",), status="completed"):
+    return {"status": status, "primary_metric": "accuracy", "best_metric": 0.5,
+            "config": {"task": task, "method": "lora", "model": "m", "seed": seed, "targets": list(targets),
+                       "r": r, "alpha": 8.0, "tags": list(tags), "output_dir": f"/somewhere/runs/x-r{r}-s{seed}"},
+            "parameters": {}, "data": {}}
+
+
+def _write_runs(root, adapters: dict | None = None, flat: bool = False):
+    """Table 6 runs (r 8, 64; seeds 0, 1; plus runs §7 must skip) as run folders or flat records."""
+    import json
+
+    runs = root / ("records" if flat else "runs")
+    runs.mkdir(parents=True)
+    specs = {f"t6-mnli-qv-r{r}-s{s}": _record("mnli", r, s) for r in (8, 64) for s in (0, 1)}
+    specs["t6-mnli-q-r8-s0"] = _record("mnli", 8, 0, targets=("q",))
+    specs["t6-mnli-qv-r4-s0"] = _record("mnli", 4, 0, status="failed")
+    specs["t2-mnli-qv-r2-s0"] = _record("mnli", 2, 0, tags=("table2",))
+    for run_id, rec in specs.items():
+        content = (adapters or {}).get(run_id, b"adapter")
+        if flat:
+            (runs / f"{run_id}.json").write_text(json.dumps(rec))
+            (root / "adapters").mkdir(exist_ok=True)
+            (root / "adapters" / f"{run_id}.safetensors").write_bytes(content)
+        else:
+            (runs / run_id).mkdir()
+            (runs / run_id / "record.json").write_text(json.dumps(rec))
+            (runs / run_id / "adapter.safetensors").write_bytes(content)
+    return runs
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["run folders", "committed records"])
+def test_subspace_runs_both_layouts(tmp_path, flat):
+    runs = subspace_runs(_write_runs(tmp_path, flat=flat))
+    assert sorted(runs["by_rank"]) == [8, 64]  # no Wq-only, failed or Table 2 run
+    assert [e["seed"] for e in runs["by_rank"][64]] == [0, 1]
+    assert runs["r8"]["run_id"] == "t6-mnli-qv-r8-s0" and runs["r64_other_seed"]["run_id"] == "t6-mnli-qv-r64-s1"
+    assert runs["r8"]["num_labels"] == 3 and runs["r8"]["task"] == "mnli"  # from the task, not hard-coded
+    expected = (tmp_path / "adapters" / "t6-mnli-qv-r64-s1.safetensors" if flat
+                else tmp_path / "runs" / "t6-mnli-qv-r64-s1" / "adapter.safetensors")
+    assert runs["r64_other_seed"]["adapter"] == str(expected)
+
+
+def test_subspace_runs_needs_two_seeds_at_r64(tmp_path):
+    runs = _write_runs(tmp_path)
+    (runs / "t6-mnli-qv-r64-s1" / "adapter.safetensors").unlink()  # a run without its adapter does not count
+    with pytest.raises(FileNotFoundError, match="a second seed at r = 64"):
+        subspace_runs(runs)
+
+
+@pytest.fixture(scope="module")
+def c5_adapters(tmp_path_factory):
+    """Real adapter files at r = 8 and r = 64 (seeds 0, 1) of a small BERT (d = 96), B random."""
+    transformers = pytest.importorskip("transformers")
+    import lora_nb
+
+    config = transformers.BertConfig(vocab_size=50, hidden_size=96, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=32, num_labels=3)
+    torch.manual_seed(0)
+    base = transformers.AutoModelForSequenceClassification.from_config(config)
+    files = {}
+    for r in (8, 64):
+        for seed in (0, 1):
+            torch.manual_seed(seed + 10 * r)
+            model = copy.deepcopy(base)
+            lora_nb.prepare_model(model, "lora", lora_nb.LoRAConfig(targets=("q", "v"), r=r, alpha=8))
+            with torch.no_grad():
+                for layer in lora_nb.lora.lora_layers(model).values():
+                    layer.lora_B.normal_(0.0, 0.1)
+            path = tmp_path_factory.mktemp("a") / "a.safetensors"
+            files[f"t6-mnli-qv-r{r}-s{seed}"] = lora_nb.save_adapter(model, path).read_bytes()
+    return base, files
+
+
+def test_subspace_claims_from_adapter_files(tmp_path, c5_adapters, one_thread):
+    base, files = c5_adapters
+    runs = subspace_runs(_write_runs(tmp_path, adapters=files))
+    fig3 = similarity_by_seed(runs["by_rank"][8], runs["by_rank"][64])
+    assert sorted(set(zip(fig3.seed_a, fig3.seed_b))) == [(0, 1), (1, 0)]  # cross-seed pairs only
+    assert fig3.i.max() == 8 and fig3.j.max() == 64 and len(fig3) == 2 * 2 * 2 * 8 * 64
+    fig4 = similarity_by_seed(runs["by_rank"][64], runs["by_rank"][64])
+    assert sorted(set(zip(fig4.seed_a, fig4.seed_b))) == [(0, 1)]  # each pair once
+    amp = pd.concat([amplification_table(base, e["adapter"], "q").assign(seed=e["seed"])
+                     for entries in runs["by_rank"].values() for e in entries], ignore_index=True)
+    c5 = subspace_claims(runs, amp, n_random=2, n_boot=200, paper=paper_table7())
+    assert list(c5.columns) == list(claims.Comparison.__dataclass_fields__)
+    assert list(c5["claim"]) == ["C5"] * 4 and set(c5["task"]) == {"mnli"}
+    assert list(c5["b"]) == ["random Gaussian A, same shapes"] * 2 + ["random update, same rank and norm"] * 2
+    assert set(c5["verdict"]) <= {claims.REPRODUCED, claims.NOT_REPRODUCED, claims.INCONCLUSIVE}
+    assert (c5["lo"] <= c5["hi"]).all()
+    for row in c5.itertuples():
+        assert row.verdict == claims.verdict(row.lo, row.hi, "superior")
+    text = subspace_findings(c5, amp, paper_table7())
+    assert "Claim C5:" in text

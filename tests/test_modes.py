@@ -37,6 +37,8 @@ def expected_trainable(name: str, method: str, kind: str) -> bool:
         return head or name.endswith(".bias")
     if method == "lora":
         return head or name.endswith((".lora_A", ".lora_B"))
+    if method in ("houlsby", "pfeiffer"):
+        return head or ".adapter." in name or "LayerNorm" in name
     raise AssertionError(method)
 
 
@@ -52,8 +54,8 @@ def lora_size(n_layers: int, d: int, r: int, n_targets: int) -> int:
     return 2 * n_layers * d * r * n_targets
 
 
-def test_methods_are_the_four_of_table_2():
-    assert METHODS == ("lora", "full", "bitfit", "head")
+def test_methods_are_the_six_of_table_2():
+    assert METHODS == ("lora", "full", "bitfit", "head", "houlsby", "pfeiffer")
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -95,6 +97,12 @@ def test_exactly_the_right_parameters_get_gradients(tiny_model, batch, method):
         assert any("LayerNorm.bias" in n for n in trainable)
         assert any(n.endswith("query.bias") for n in trainable)
         assert not any(n.endswith("query.weight") for n in trainable)
+    if method in ("houlsby", "pfeiffer"):
+        adapter_names = [n for n in trainable if ".adapter." in n]
+        assert len(adapter_names) == 4 * TINY_LAYERS * (2 if method == "houlsby" else 1)
+        # up starts at zero, so up gets the first nonzero gradient
+        assert all(tiny_model.get_parameter(n).grad.abs().sum() > 0 for n in adapter_names if ".up." in n)
+        assert not any(n.endswith(("dense.weight", "query.weight")) for n in trainable if not n.startswith(HEAD[kind]))
     if method in ("head", "bitfit", "lora"):
         assert all(
             n.startswith(HEAD[kind]) for n in trainable if n.endswith(".weight")
@@ -129,7 +137,7 @@ def test_lora_counts_follow_the_formula_tiny(tiny_model, r, targets):
     assert counts.total == base_total + lora
     assert counts.to_dict() == {
         "total": base_total + lora, "trainable": lora + head, "lora": lora, "head": head,
-        "trainable_without_head": lora,
+        "trainable_without_head": lora, "adapter": 0,
     }
 
 

@@ -92,3 +92,110 @@ def test_table2_findings_flag_tasks_where_nothing_is_learned(runs):
         write(runs, f"t2-sst2-head-s{seed}", "sst2", "head", seed, 0.74 + 0.01 * seed, ["table2"])
     text = results.table2_findings(results.table2(results.load_records(runs)))
     assert "On SST-2 FT does not beat training the head alone" in text and "exceeds" not in text
+
+
+# --------------------------------------------------------------------------- figures (lora_nb.plots)
+
+
+def _legend_texts(legend) -> list[str]:
+    return [t.get_text() for t in legend.get_texts()]
+
+
+def test_table2_figure_median_seed_range_fixed_method_order(runs, tmp_path):
+    from matplotlib.collections import LineCollection
+
+    from lora_nb import plots
+
+    for seed, score in enumerate([0.6, 0.7, 0.65]):  # written after LoRA and FT, shown after them
+        write(runs, f"t2-sst2-head-s{seed}", "sst2", "head", seed, score, ["table2"], trainable=100)
+        write(runs, f"t2-sst2-bitfit-s{seed}", "sst2", "bitfit", seed, score + 0.1, ["table2"], trainable=300)
+    fig = plots.accuracy_vs_parameters(results.load_records(runs), tmp_path / "t2")
+    assert _legend_texts(fig.legends[0]) == ["LoRA", "FT", "BitFit", "Head only", "one seed"]
+    ax = fig.axes[0]
+    assert ax.get_title() == "SST-2 (accuracy)" and ax.get_xlabel() == "" and ax.get_ylabel() == ""  # shared labels
+    assert fig.supxlabel is not None and "trainable parameters" in fig._supxlabel.get_text()
+    # LoRA: the median point (85) with a bar from the lowest to the highest seed (80 to 90).
+    lora_color = plots.METHOD_COLORS["lora"]
+    medians = [line for line in ax.lines if line.get_marker() == "o" and line.get_color() == lora_color]
+    assert [list(line.get_ydata()) for line in medians] == [[85.0]]
+    bars = [c for c in ax.collections if isinstance(c, LineCollection)
+            and tuple(c.get_color()[0][:3]) == tuple(lora_color)]
+    assert sorted(bars[0].get_segments()[0][:, 1]) == [80.0, 90.0]
+    assert (tmp_path / "t2.png").stat().st_size > 0 and (tmp_path / "t2.svg").stat().st_size > 0
+
+
+def test_table6_figure_legend_in_the_papers_order(runs):
+    from lora_nb import plots
+
+    fig = plots.rank_curves(results.table6(results.load_records(runs)), "m")
+    assert _legend_texts(fig.legends[0]) == ["Wq", "Wq,Wv", "Wq,Wk,Wv,Wo"]
+    assert [ax.get_title() for ax in fig.axes] == ["ours (m)", "paper (GPT-3 175B)"]
+
+
+def test_learning_curves_panels_styles_and_trivial_baseline():
+    from lora_nb import plots
+
+    rows = [{"task": task, "method": method, "learning_rate": lr, "pooling": pooling, "seed": seed, "step": step,
+             "score": 50 + step / 10 + seed, "trivial": trivial}
+            for task, trivial in (("mrpc", 68.4), ("stsb", 0.0))
+            for method, lr, pooling in (("full", 1e-4, "cls"), ("lora", 1e-3, "cls"), ("lora", 3e-3, "cls"),
+                                        ("lora", 1e-3, "mean"))
+            for seed in (0, 1) for step in (50, 100, 150)]
+    fig = plots.learning_curves(pd.DataFrame(rows))
+    assert [ax.get_title() for ax in fig.axes] == ["MRPC", "STS-B"]
+    assert _legend_texts(fig.legends[0]) == ["LoRA, lr 1e-3", "LoRA, lr 3e-3", "FT, lr 1e-4", "pooling: cls",
+                                             "pooling: mean", "trivial baseline"]
+    mrpc = fig.axes[0]
+    dashed = [line for line in mrpc.lines if line.get_linestyle() == "--"]
+    assert len(dashed) == 1 and list(dashed[0].get_ydata()) == [68.4, 68.4]
+    assert {line.get_linestyle() for line in mrpc.lines} == {"-", "-.", "--"}  # cls, mean, trivial
+    mean_of_seeds = [line for line in mrpc.lines if line.get_linestyle() == "-."]
+    assert list(mean_of_seeds[0].get_ydata()) == [55.5, 60.5, 65.5]  # the mean of seeds 0 and 1
+
+
+def test_claims_forest_rows_lines_and_colours():
+    from lora_nb import claims, plots
+
+    comparisons = pd.DataFrame([
+        {"claim": "C1", "task": "sst2", "a": "LoRA", "b": "FT", "kind": "noninferior", "difference": -1.0,
+         "lo": -3.0, "hi": 1.0, "verdict": claims.INCONCLUSIVE},
+        {"claim": "C2", "task": "sst2", "a": "BitFit", "b": "Head only", "kind": "superior", "difference": 6.0,
+         "lo": 2.0, "hi": 9.0, "verdict": claims.REPRODUCED},
+        {"claim": "C3", "task": "mnli", "a": "Wq,Wv r=1", "b": "Wq,Wv r=64", "kind": "noninferior",
+         "difference": -7.0, "lo": -9.0, "hi": -4.0, "verdict": claims.NOT_REPRODUCED}])
+    fig = plots.claims_forest(comparisons)
+    ax = fig.axes[0]
+    rows = sorted(zip(ax.get_yticks(), (t.get_text() for t in ax.get_yticklabels())), reverse=True)
+    assert [label for _, label in rows] == [  # top down, in the table's order
+        "C1 SST-2: LoRA − FT", "C2 SST-2: BitFit − Head only", "C3 MNLI: Wq,Wv r=1 − Wq,Wv r=64"]
+    intervals = {tuple(line.get_xdata()): line.get_color() for line in ax.lines if len(line.get_xdata()) == 2
+                 and line.get_xdata()[0] != line.get_xdata()[1]}
+    assert intervals == {(-3.0, 1.0): plots.VERDICT_COLORS[claims.INCONCLUSIVE],
+                         (2.0, 9.0): plots.VERDICT_COLORS[claims.REPRODUCED],
+                         (-9.0, -4.0): plots.VERDICT_COLORS[claims.NOT_REPRODUCED]}
+    verticals = sorted(line.get_xdata()[0] for line in ax.lines
+                       if len(line.get_xdata()) == 2 and line.get_xdata()[0] == line.get_xdata()[1])
+    assert verticals == [-claims.MARGIN, 0.0]
+    only_superior = plots.claims_forest(comparisons[comparisons["kind"] == "superior"])
+    assert [line.get_xdata()[0] for line in only_superior.axes[0].lines if line.get_linestyle() == "--"] == []
+    empty = plots.claims_forest(comparisons.iloc[0:0])
+    assert "no comparison" in empty.axes[0].texts[0].get_text()
+
+
+def test_heatmap_colour_bar_and_amplification_legend():
+    from lora_nb import plots
+
+    sim = pd.DataFrame([{"layer": layer, "weight_type": wt, "i": i, "j": j, "phi": 0.5, "seed_a": 0, "seed_b": 1}
+                        for layer in (0, 1) for wt in ("v", "q") for i in range(1, 5) for j in range(1, 9)])
+    fig = plots.similarity_heatmaps(sim, "Figure 3")
+    colorbar = fig.axes[-1]
+    assert colorbar.get_ylabel() == "φ(i, j)"
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["ΔWq, layer 0", "ΔWq, layer 1", "ΔWv, layer 0", "ΔWv, layer 1"]
+    amp = pd.DataFrame([{"layer": layer, "r": r, "seed": seed, "amplification": 10.0 / r}
+                        for layer in range(3) for r in (1, 8, 64) for seed in (0, 1)])
+    fig = plots.amplification_plot(amp)
+    legend = fig.axes[0].get_legend()
+    assert _legend_texts(legend) == ["r = 1", "r = 8", "r = 64"]  # ranks as categories
+    assert len({tuple(line.get_color()) for line in fig.axes[0].lines}) == 3
+    box = legend.get_window_extent(fig.canvas.get_renderer())
+    assert box.x0 > fig.axes[0].get_window_extent().x1  # outside the axes

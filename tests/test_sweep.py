@@ -8,28 +8,59 @@ import pytest
 
 from conftest import GLUE_DIR
 from lora_nb import sweep
-from lora_nb.sweep import Outcome, build_grid, run_sweep, summarize, validate_grid
-from lora_nb.train import read_record, write_record
+from lora_nb.rundir import read_record, write_record
+from lora_nb.sweep import (Outcome, build_grid, group_settings, run_sweep, step_fraction, summarize,
+                           validate_grid)
 
 
 def test_grid_sizes_per_preset(tmp_path):
     sizes = {name: len(build_grid(name, tmp_path)) for name in sweep.PRESETS}
-    assert sizes["smoke"] == 1 * 2 * 1 + 2 * 2 + 1
-    assert sizes["cpu"] == 4 * 4 * 3 + 5 * 3 + 1  # Table 2 + Table 6 + the §7.2 extra seed
-    assert sizes["paper"] == 8 * 4 * 5 + 5 * 3 + 1
+    # smoke: Table 2 (1 task × 3 methods) + Table 6 (2 × 2) + Table 5 (1), × 2 seeds; 1 curve × 1 seed
+    assert sizes["smoke"] == (1 * 3 + 2 * 2 + 1) * 2 + 1
+    # reference: Table 2 (4 × 6) + Table 6 (15, one shared with Table 2's MNLI LoRA) + Table 5 (4),
+    # × 3 seeds, + the learning curves (one seed each)
+    assert sizes["reference"] == (4 * 6 + 15 - 1 + 4) * 3 + len(sweep.BUDGET_CURVES)
+    assert sizes["paper"] == 8 * 6 * 5 + (15 - 1) * 5
     for name in sweep.PRESETS:
         specs = build_grid(name, tmp_path)
         assert len({s.config.output_dir for s in specs}) == len(specs)
 
 
-def test_cpu_preset_settings_are_valid_and_uniform(tmp_path):
-    specs = build_grid("cpu", tmp_path, glue_dir=str(GLUE_DIR))
+def test_a_run_two_tables_share_runs_once_with_both_tags(tmp_path):
+    specs = {s.run_id: s for s in build_grid("reference", tmp_path)}
+    assert "t6-mnli-qv-r8-s0" not in specs  # Table 6's Wq,Wv r = 8 cell is Table 2's MNLI LoRA
+    assert specs["t2-mnli-lora-s0"].config.tags == ["table2", "table6"]
+
+
+def test_reference_preset_settings_are_valid(tmp_path):
+    specs = build_grid("reference", tmp_path, glue_dir=str(GLUE_DIR))
     validate_grid(specs)
     t2 = [s.config for s in specs if "table2" in s.config.tags]
-    assert {(c.max_train_samples, c.epochs, c.max_length) for c in t2} == {(320, 2, 128)}
+    assert {c.max_eval_samples for c in t2} == {None}  # whole validation splits
+    assert {c.task for c in t2} == set(sweep.REFERENCE_TASKS)
     t6 = [s.config for s in specs if "table6" in s.config.tags]
     assert {(tuple(c.targets), c.r) for c in t6} == {(t, r) for t in sweep.WEIGHT_TYPES for r in sweep.RANKS}
     assert all(c.task == "mnli" and c.method == "lora" for c in t6)
+    t5 = {(tuple(c.targets), c.r) for c in (s.config for s in specs) if "table5" in c.tags}
+    assert t5 == set(sweep.TABLE5_CELLS)
+    assert all(len(t) * r == 8 for t, r in t5)  # one parameter budget (Table 5)
+
+
+def test_settings_group_the_seeds_of_one_grid_point(tmp_path):
+    specs = build_grid("smoke", tmp_path)
+    settings = group_settings(specs)
+    assert sum(len(s.seeds) for s in settings) == len(specs)
+    lora = next(s for s in settings if s.setting_id == "t2-mrpc-lora")
+    assert lora.seeds == (0, 1) and lora.config.output_dir == str(tmp_path / "t2-mrpc-lora-s{seed}")
+
+
+def test_step_fraction(tmp_path):
+    records = [{"status": "completed", "train_seconds": 50.0, "eval_seconds": 10.0},
+               {"status": "completed", "train_seconds": 30.0, "eval_seconds": 0.0},
+               {"status": "failed", "train_seconds": 99.0}]
+    assert step_fraction(records, wall_seconds=50.0, cores=2) == pytest.approx(0.9)
+    with pytest.raises(ValueError):
+        step_fraction(records, 0.0, 2)
 
 
 def test_paper_preset_starts_mrpc_rte_stsb_from_mnli(tmp_path):
@@ -44,35 +75,40 @@ def test_paper_preset_starts_mrpc_rte_stsb_from_mnli(tmp_path):
 def test_bad_input_is_refused_before_anything_runs(tmp_path, capsys):
     with pytest.raises(ValueError, match="preset: unknown 'huge'"):
         build_grid("huge", tmp_path)
-    assert sweep.main(["--preset", "huge", "--runs-dir", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit) as exit_:  # argparse: "invalid choice: 'huge'"
+        sweep.main(["--preset", "huge", "--runs-dir", str(tmp_path)])
+    assert exit_.value.code == 2
     assert sweep.main(["--preset", "smoke", "--runs-dir", str(tmp_path), "--workers", "0"]) == 2
-    assert sweep.main(["--preset", "cpu", "--runs-dir", str(tmp_path), "--glue-dir", str(tmp_path)]) == 2
+    assert sweep.main(["--preset", "reference", "--runs-dir", str(tmp_path), "--glue-dir", str(tmp_path)]) == 2
     assert "has no sst2" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 
 class FakeExecutor:
-    """Stands in for papermill: writes a completed record, or fails / is interrupted on cue."""
+    """Stands in for papermill: writes a completed record per seed, or fails / is interrupted on cue."""
 
     def __init__(self, fail=(), interrupt=()):
         self.calls, self.fail, self.interrupt = [], set(fail), set(interrupt)
 
-    def __call__(self, spec, notebook=None, gpu=None):
-        self.calls.append(spec.run_id)
-        run_dir = sweep.Path(spec.config.output_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if spec.run_id in self.interrupt:
-            write_record(run_dir, {"status": "running", "config": spec.config.to_dict()})
-            raise KeyboardInterrupt
-        status = "failed" if spec.run_id in self.fail else "completed"
-        write_record(run_dir, {"status": status, "config": spec.config.to_dict(), "error": "boom" if status == "failed" else None})
-        return Outcome(spec.run_id, status, "boom" if status == "failed" else "")
+    def __call__(self, setting, notebook=None, gpu=None):
+        outcomes = []
+        for spec in setting.runs:
+            self.calls.append(spec.run_id)
+            run_dir = sweep.Path(spec.config.output_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if spec.run_id in self.interrupt:
+                write_record(run_dir, {"status": "running", "config": spec.config.to_dict()})
+                raise KeyboardInterrupt
+            status = "failed" if spec.run_id in self.fail else "completed"
+            write_record(run_dir, {"status": status, "config": spec.config.to_dict(), "error": "boom" if status == "failed" else None})
+            outcomes.append(Outcome(spec.run_id, status, "boom" if status == "failed" else ""))
+        return outcomes
 
 
 def test_resume_skips_completed_and_reruns_half_written(tmp_path, monkeypatch):
     specs = build_grid("smoke", tmp_path)
     fake = FakeExecutor()
-    monkeypatch.setattr(sweep, "execute_run", fake)
+    monkeypatch.setattr(sweep, "execute_setting", fake)
     first = run_sweep(specs, workers=2, progress=False)
     assert {o.status for o in first} == {"completed"} and len(fake.calls) == len(specs)
     before = {s.run_id: (sweep.Path(s.config.output_dir) / "record.json").read_bytes() for s in specs}
@@ -88,7 +124,7 @@ def test_resume_skips_completed_and_reruns_half_written(tmp_path, monkeypatch):
 
 def test_a_failing_run_is_recorded_and_the_others_complete(tmp_path, monkeypatch):
     specs = build_grid("smoke", tmp_path)
-    monkeypatch.setattr(sweep, "execute_run", FakeExecutor(fail={specs[1].run_id}))
+    monkeypatch.setattr(sweep, "execute_setting", FakeExecutor(fail={specs[1].run_id}))
     outcomes = run_sweep(specs, workers=2, progress=False)
     assert [o.status for o in outcomes].count("failed") == 1
     assert summarize(outcomes).startswith(f"{len(specs) - 1} completed, 0 skipped, 1 failed")
@@ -98,13 +134,13 @@ def test_a_failing_run_is_recorded_and_the_others_complete(tmp_path, monkeypatch
 def test_an_interrupted_sweep_resumes_without_losing_completed_runs(tmp_path, monkeypatch):
     specs = build_grid("smoke", tmp_path)
     victim = specs[3].run_id
-    monkeypatch.setattr(sweep, "execute_run", FakeExecutor(interrupt={victim}))
+    monkeypatch.setattr(sweep, "execute_setting", FakeExecutor(interrupt={victim}))
     with pytest.raises(KeyboardInterrupt):
         run_sweep(specs, workers=1, progress=False)
     done = [s.run_id for s in specs if (read_record(s.config.output_dir) or {}).get("status") == "completed"]
     assert {s.run_id for s in specs[:3]} <= set(done) and victim not in done
     fake = FakeExecutor()
-    monkeypatch.setattr(sweep, "execute_run", fake)
+    monkeypatch.setattr(sweep, "execute_setting", fake)
     outcomes = run_sweep(specs, workers=2, progress=False)
     assert victim in fake.calls and not set(done) & set(fake.calls)
     assert {o.status for o in outcomes} == {"completed", "skipped"}
@@ -113,21 +149,44 @@ def test_an_interrupted_sweep_resumes_without_losing_completed_runs(tmp_path, mo
 def test_a_run_whose_dependency_failed_is_failed_not_started(tmp_path, monkeypatch):
     specs = [s for s in build_grid("paper", tmp_path) if s.run_id in ("t2-mnli-lora-s0", "t2-mrpc-lora-s0")]
     fake = FakeExecutor(fail={"t2-mnli-lora-s0"})
-    monkeypatch.setattr(sweep, "execute_run", fake)
+    monkeypatch.setattr(sweep, "execute_setting", fake)
     outcomes = {o.run_id: o for o in run_sweep(specs, progress=False)}
     assert fake.calls == ["t2-mnli-lora-s0"]
-    assert outcomes["t2-mrpc-lora-s0"].reason == "depends on t2-mnli-lora-s0, which failed"
+    assert outcomes["t2-mrpc-lora-s0"].reason == "depends on t2-mnli-lora-s0, which failed or did not run"
 
 
 def test_a_real_failing_notebook_is_recorded(tmp_path):
-    """papermill runs the training notebook; a run that raises leaves a failed record."""
-    spec = build_grid("smoke", tmp_path / "runs", glue_dir=str(GLUE_DIR))[0]
-    broken = replace(spec, config=replace(spec.config, glue_dir=str(tmp_path)))  # no GLUE data there
-    outcome = sweep.execute_run(broken)
-    assert outcome.status == "failed" and "has no mrpc" in outcome.reason
-    record = json.loads((tmp_path / "runs" / spec.run_id / "record.json").read_text())
-    assert record["status"] == "failed" and "has no mrpc" in record["error"]
-    assert (tmp_path / "runs" / spec.run_id / "train.ipynb").exists()  # the executed copy, for debugging
+    """papermill runs the training notebook; a setting that raises leaves a failed record per seed."""
+    setting = group_settings(build_grid("smoke", tmp_path / "runs", glue_dir=str(GLUE_DIR)))[0]
+    broken = replace(setting, config=replace(setting.config, glue_dir=str(tmp_path)))  # no GLUE data there
+    outcomes = sweep.execute_setting(broken)
+    assert [o.status for o in outcomes] == ["failed"] * len(setting.seeds)
+    assert "has no mrpc" in outcomes[0].reason
+    for spec in setting.runs:
+        record = json.loads((tmp_path / "runs" / spec.run_id / "record.json").read_text())
+        assert record["status"] == "failed" and "has no mrpc" in record["error"]
+    log = tmp_path / "runs" / "notebooks" / f"{setting.setting_id}.ipynb"
+    assert log.exists()  # the executed copy, for debugging
+    sweep.execute_setting(broken)  # a second attempt keeps the first log
+    assert (tmp_path / "runs" / "notebooks" / f"{setting.setting_id}.1.ipynb").exists()
+
+
+def test_restore_committed_records_runs_only_what_is_missing(tmp_path):
+    specs = build_grid("smoke", tmp_path / "runs")
+    committed = tmp_path / "report" / "records"
+    committed.mkdir(parents=True)
+    (tmp_path / "report" / "adapters").mkdir()
+    for spec in specs[:3]:
+        (committed / f"{spec.run_id}.json").write_text(json.dumps(
+            {"status": "completed", "config": {**spec.config.to_dict(), "output_dir": "elsewhere"}}))
+    (tmp_path / "report" / "adapters" / f"{specs[0].run_id}.safetensors").write_bytes(b"x")
+    older = replace(specs[3].config, learning_rate=0.5)  # an older run under the same id
+    (committed / f"{specs[3].run_id}.json").write_text(json.dumps({"status": "completed", "config": older.to_dict()}))
+    assert sweep.restore_committed(specs, committed) == 3
+    assert read_record(specs[0].config.output_dir)["config"]["output_dir"] == specs[0].config.output_dir
+    assert (sweep.Path(specs[0].config.output_dir) / "adapter.safetensors").read_bytes() == b"x"
+    validate_grid(specs)  # restored runs carry the grid's settings
+    assert sweep.restore_committed(specs, committed) == 0  # never over an existing run
 
 
 def test_a_runs_folder_made_with_other_settings_is_refused(tmp_path):
