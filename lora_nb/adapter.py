@@ -21,7 +21,6 @@ from .bottleneck import AdapterConfig, add_adapters, get_adapter_config
 from .lora import LoRAConfig, add_lora, get_lora_config
 from .modes import ADAPTER_METHODS, is_head_parameter, is_lora_parameter, is_trained
 
-ADAPTER_FILE = "adapter.safetensors"
 
 
 def lora_state_dict(model: nn.Module, include_head: bool = True) -> dict[str, torch.Tensor]:
@@ -89,6 +88,18 @@ def read_adapter(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return state, decoded
 
 
+def publish_lora_tensors(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy the LoRA matrices of adapter file `src` to `dst` in half precision, with its metadata:
+    what §7's subspace analysis reads, at a fraction of the size (no head, no biases)."""
+    state, meta = read_adapter(src)
+    lora = {k: v.to(torch.float16).contiguous() for k, v in state.items() if is_lora_parameter(k)}
+    meta = {k: (v if k == "method" else json.dumps(v)) for k, v in meta.items()}
+    meta["published"] = json.dumps("LoRA matrices only, float16")
+    dst = Path(dst)
+    save_file(lora, str(dst), metadata=meta)
+    return dst
+
+
 def load_adapter(
     model: nn.Module, path: str | os.PathLike, include_head: bool = True
 ) -> nn.Module:
@@ -132,3 +143,14 @@ def load_adapter(
     load_lora_state_dict(model, state)
     return model
 
+
+if __name__ == "__main__":  # the size of a RoBERTa-base adapter file (README)
+    import tempfile
+
+    from .modes import _roberta_base, prepare_model
+    from .rundir import ADAPTER_FILE
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_adapter(prepare_model(_roberta_base(), "lora", LoRAConfig(("q", "v"), 8, 8.0)),
+                            Path(tmp) / ADAPTER_FILE)
+        print(f"r = 8 on Wq, Wv: adapter file of {path.stat().st_size:,} bytes")

@@ -7,6 +7,12 @@
   ‖Uᵀ W V‖_F with U, V the top-r left/right singular vectors of ΔW, and compared with the same
   projection onto W's own top-r directions and onto a random matrix's; the amplification factor
   is ‖ΔW‖_F / ‖Uᵀ W V‖_F.
+- Claim C5 (`subspace_claims`): each reading tested against a random baseline of the same shape
+  — φ between r = 8 and r = 64 against random Gaussian A, ΔW's projection of W against a random
+  update of the same rank and norm — with a 95% two-level bootstrap interval and the verdict
+  rule of `lora_nb.claims`; `subspace_findings` writes the paragraph from those verdicts.
+- The runs (`subspace_runs`): the Wq,Wv adapters of the Table 6 runs, from a sweep's runs
+  folder or the committed reference run (`report/records` + `report/adapters`).
 
 Everything is computed in float64 numpy. Adapter files are those of `lora_nb.adapter`.
 """

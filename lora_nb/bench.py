@@ -28,8 +28,6 @@ import copy
 import gc
 import json
 import os
-import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -41,7 +39,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from peft import LoraConfig, get_peft_model
 from tabulate import tabulate
 from tqdm.auto import tqdm
 from transformers import (
@@ -60,6 +57,7 @@ from transformers.utils import logging as hf_logging
 from .config import RunConfig, paper_config
 from .glue import load_glue, make_dataloader, resolve_glue_dir, subset, tokenize_glue
 from .lora import LoRAConfig, merge_lora
+from .machine import cpu_count, device_name, git_commit, peak_memory_bytes, versions
 from .models import resolve_model
 from .modes import prepare_model
 from .train import run as train_run
@@ -100,12 +98,17 @@ def build_model(name: str, seed: int = 0) -> PreTrainedModel:
     return AutoModelForSequenceClassification.from_config(model_config(name))
 
 
-def peft_lora_config(model: PreTrainedModel) -> LoraConfig:
-    """peft's LoRA with `LORA`'s settings, training the same head as `prepare_model` (RoBERTa's
-    classifier; for BERT the pooler too)."""
+def peft_lora(model: PreTrainedModel) -> torch.nn.Module:
+    """`model` with peft's LoRA at `LORA`'s settings, training the same head as `prepare_model`
+    (RoBERTa's classifier; for BERT the pooler too). peft is the `bench` extra, imported here."""
+    from peft import LoraConfig, get_peft_model
+
     head = ["classifier", "pooler"] if model.config.model_type == "bert" else ["classifier"]
-    return LoraConfig(r=LORA.r, lora_alpha=LORA.alpha, lora_dropout=LORA.dropout,
-                      target_modules=[PEFT_TARGETS[t] for t in LORA.targets], modules_to_save=head)
+    config = LoraConfig(r=LORA.r, lora_alpha=LORA.alpha, lora_dropout=LORA.dropout,
+                        target_modules=[PEFT_TARGETS[t] for t in LORA.targets], modules_to_save=head)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return get_peft_model(model, config)
 
 
 def prepare_setting(model: PreTrainedModel, setting: str) -> torch.nn.Module:
@@ -113,9 +116,7 @@ def prepare_setting(model: PreTrainedModel, setting: str) -> torch.nn.Module:
     if setting == "lora":
         return prepare_model(model, "lora", LORA)
     if setting == "peft":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return get_peft_model(model, peft_lora_config(model))
+        return peft_lora(model)
     if setting == "full":
         return prepare_model(model, "full")
     raise ValueError(f"setting: unknown {setting!r}; choose from {SETTINGS}")
@@ -218,22 +219,6 @@ def ratio(a: list[float], b: list[float]) -> dict:
 def single(value: float) -> dict:
     """A goal measured once: median = min = max."""
     return {"median": value, "min": value, "max": value}
-
-
-def peak_memory_bytes(device: torch.device) -> int:
-    """Peak GPU memory allocated, or this process's peak resident set size.
-
-    On Linux the RSS peak is /proc/self/status's VmHWM: `getrusage(RUSAGE_SELF).ru_maxrss` is
-    kept across fork + exec, so a subprocess would report its parent's peak if that is larger.
-    """
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    status = Path("/proc/self/status")
-    if status.exists():
-        line = next(ln for ln in status.read_text().splitlines() if ln.startswith("VmHWM:"))
-        return int(line.split()[1]) * 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, else KiB
 
 
 def free_memory() -> None:
@@ -451,9 +436,7 @@ def run_peft_trainer(config: RunConfig) -> dict:
     ref = resolve_model(config.model)
     tokenizer = AutoTokenizer.from_pretrained(ref)
     model = AutoModelForSequenceClassification.from_pretrained(ref, num_labels=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = get_peft_model(model, peft_lora_config(model))
+    model = peft_lora(model)
     data = tokenize_glue(load_glue(config.task, config.glue_dir), tokenizer, config.task,
                          config.max_length)
     train = subset(data["train"], config.max_train_samples, config.seed).remove_columns("length")
@@ -676,15 +659,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def environment(device: torch.device) -> dict:
-    import peft
-    import transformers
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        platform.processor() or platform.machine()
-    return {"device": f"{device.type}: {name}", "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(), "autocast": "bf16" if device.type == "cuda" else "none",
-            "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "transformers": transformers.__version__, "peft": peft.__version__}}
+    return {"device": device_name(device), "torch_threads": torch.get_num_threads(),
+            "cpu_count": cpu_count(), "autocast": "bf16" if device.type == "cuda" else "none",
+            "versions": versions("torch", "transformers", "peft"), "git_commit": git_commit()}
 
 
 def main(argv: list[str] | None = None) -> int:

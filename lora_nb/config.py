@@ -11,8 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .glue import get_task, local_splits, resolve_glue_dir
-from .lora import LoRAConfig
+from .glue import TASKS, get_task, local_splits, resolve_glue_dir
+from .lora import TARGET_PATTERNS, LoRAConfig
 from .modes import ADAPTER_METHODS, METHODS
 
 REFERENCE_DIR = Path(__file__).parent / "reference"
@@ -38,51 +38,58 @@ BASELINE_LR: dict[str, float] = {"full": 2e-5, "bitfit": 5e-4, "head": 1e-3,
 FULL_FT_EPOCHS = 10
 
 
+def _field(default, help: str, choices: tuple | None = None, factory=None):
+    """A `RunConfig` field with its documentation: the command line's --help, the notebook's
+    parameters and the docs all read it from here."""
+    meta = {"help": help, "choices": choices}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class RunConfig:
     """Every setting of one fine-tuning run. Defaults: the paper's LoRA setting on MRPC."""
 
-    task: str = "mrpc"
-    method: str = "lora"
-    model: str = "roberta-base"
+    task: str = _field("mrpc", "GLUE task", tuple(TASKS))
+    method: str = _field("lora", "what trains (paper Table 2's rows)", METHODS)
+    model: str = _field("roberta-base", "Hub id, local folder, or the offline alias all-MiniLM-L6-v2")
     # LoRA (method "lora" only): weight types, rank, α, dropout on the LoRA path (§4, Table 9).
-    targets: list[str] = field(default_factory=lambda: ["q", "v"])
-    r: int = 8
-    alpha: float = 8.0
-    dropout: float = 0.0
-    # Bottleneck adapters (methods "houlsby", "pfeiffer" only): bottleneck size m and the number
-    # of lowest layers left without adapters (AdapterDrop, Rücklé et al. 2020).
-    adapter_size: int = 8
-    adapter_drop: int = 0
-    # What the classification head reads: "cls" (the first token, as BERT's and RoBERTa's heads
-    # do) or "mean" (the mean over tokens, how sentence-transformers models were pretrained).
-    pooling: str = "cls"
+    targets: list[str] = _field(None, "LoRA: weight types, comma-separated (e.g. q,v)",
+                                tuple(TARGET_PATTERNS), factory=lambda: ["q", "v"])
+    r: int = _field(8, "LoRA: rank r")
+    alpha: float = _field(8.0, "LoRA: α; the update is scaled by α/r")
+    dropout: float = _field(0.0, "LoRA: dropout on the LoRA path")
+    # Bottleneck adapters (methods "houlsby", "pfeiffer" only).
+    adapter_size: int = _field(8, "adapters: bottleneck size m")
+    adapter_drop: int = _field(0, "adapters: lowest layers left without adapters (AdapterDrop)")
+    pooling: str = _field("cls", "what the head reads: the first token, or the mean over tokens", POOLINGS)
     # Optimisation (Table 9).
-    learning_rate: float = 4e-4
-    batch_size: int = 16
-    epochs: int = 30
-    warmup_ratio: float = 0.06
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    max_length: int = 512
-    seed: int = 0
+    learning_rate: float = _field(4e-4, "peak learning rate (AdamW, linear schedule)")
+    batch_size: int = _field(16, "training batch size per process")
+    epochs: int = _field(30, "training epochs")
+    warmup_ratio: float = _field(0.06, "share of the steps with a linear warm-up")
+    weight_decay: float = _field(0.0, "AdamW weight decay (not on biases and LayerNorm)")
+    max_grad_norm: float = _field(1.0, "gradient clipping norm")
+    max_length: int = _field(512, "longest input in tokens (longer ones are truncated)")
+    seed: int = _field(0, "random seed: head initialisation, LoRA's A, data order and subset")
     # Data.
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    group_by_length: bool = True
-    # Also evaluate every this many optimizer steps (0: at the end of each epoch only); the
-    # best evaluation is kept, so this both draws a learning curve and widens the §5.1 choice.
-    eval_every: int = 0
-    glue_dir: str | None = None
-    # Paper Appendix D.1: start the LoRA matrices of MRPC/RTE/STS-B from an MNLI adapter.
-    init_adapter: str | None = None
+    max_train_samples: int | None = _field(None, "train on a random subset of this size (None: all)")
+    max_eval_samples: int | None = _field(None, "evaluate on a fixed subset of this size (None: all)")
+    group_by_length: bool = _field(True, "batch training examples of similar length together")
+    eval_every: int = _field(0, "also evaluate every this many optimizer steps (0: at epoch ends only)")
+    glue_dir: str | None = _field(None, "local GLUE folder <dir>/<task>/<split>.parquet "
+                                        "(None: $LORA_NB_GLUE_DIR, else the Hub)")
+    init_adapter: str | None = _field(None, "adapter file to start LoRA from (paper App. D.1)")
     # Output and execution.
-    output_dir: str = "runs/default"
-    overwrite: bool = False
-    eval_batch_size: int = 64
-    num_threads: int = 0  # CPU threads for torch; 0 = torch's default
-    mixed_precision: str = "auto"  # "auto": bf16 on GPUs that support it, else fp32
-    tags: list[str] = field(default_factory=list)  # free labels, e.g. the table a run is for
+    output_dir: str = _field("runs/default", "the run folder (record, adapter)")
+    overwrite: bool = _field(False, "replace a completed run in output_dir")
+    eval_batch_size: int = _field(64, "evaluation batch size")
+    num_threads: int = _field(0, "CPU threads for torch (0: torch's default)")
+    mixed_precision: str = _field("auto", "auto: bf16 on GPUs that support it, else fp32",
+                                  ("auto", "no", "bf16", "fp16"))
+    tags: list[str] = _field(None, "free labels, comma-separated (e.g. the table a run is for)",
+                             factory=list)
 
     def __post_init__(self) -> None:
         for name in ("targets", "tags"):

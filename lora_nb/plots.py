@@ -33,13 +33,22 @@ VERDICT_COLORS = {REPRODUCED: "#1a9850", NOT_REPRODUCED: "#d73027", INCONCLUSIVE
 POOLING_STYLES = {"cls": "-", "mean": "-."}
 
 
-def _save(fig: plt.Figure, path: str | os.PathLike | None) -> plt.Figure:
+def save_figure(fig: plt.Figure, path: str | os.PathLike | None) -> plt.Figure:
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path.with_suffix(".png"), dpi=130, bbox_inches="tight", metadata={"Software": None})
         fig.savefig(path.with_suffix(".svg"), bbox_inches="tight", metadata={"Date": None})
     return fig
+
+
+def _empty(title: str, message: str, path=None) -> plt.Figure:
+    """A figure that says why there is nothing to draw, in the figure's place."""
+    fig, ax = plt.subplots(figsize=(6.5, 1.4), layout="constrained")
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=10, color="0.3")
+    ax.set_axis_off()
+    ax.set_title(title)
+    return save_figure(fig, path)
 
 
 def _grid(n: int, ncols: int, width: float, height: float, **kw):
@@ -70,6 +79,8 @@ def accuracy_vs_parameters(df: pd.DataFrame, path=None) -> plt.Figure:
     one panel per task. Each method (fixed order and colour: LoRA, FT, BitFit, Head only, AdptH,
     AdptP) is its median over seeds, with a bar over the seeds' range; seeds are small dots."""
     runs = df[(df["status"] == "completed") & df["tags"].map(lambda t: "table2" in t)].copy()
+    if runs.empty:
+        return _empty("Table 2: score vs trainable parameters", "no completed Table 2 runs", path)
     runs["score"] = runs["best_metric"] * 100
     tasks = _order(runs["task"], list(TASK_LABELS))
     methods = _order(runs["method"], METHOD_ORDER)
@@ -105,7 +116,7 @@ def accuracy_vs_parameters(df: pd.DataFrame, path=None) -> plt.Figure:
     fig.legend(handles=handles, loc="outside right upper", title="median, seed range", fontsize=9,
                title_fontsize=9, frameon=False)
     fig.suptitle("Table 2: score vs trainable parameters")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def rank_curves(t6: pd.DataFrame, model: str, path=None) -> plt.Figure:
@@ -135,7 +146,7 @@ def rank_curves(t6: pd.DataFrame, model: str, path=None) -> plt.Figure:
     handles = [Line2D([], [], color=WEIGHT_TYPE_COLORS.get(wt), marker="o", label=wt) for wt in types]
     fig.legend(handles=handles, loc="outside right upper", title="weight type", frameon=False)
     fig.suptitle("Table 6: accuracy vs rank r")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def training_curves(df: pd.DataFrame, path=None) -> plt.Figure:
@@ -145,6 +156,8 @@ def training_curves(df: pd.DataFrame, path=None) -> plt.Figure:
     rows = [{"task": r.task, "method": r.method, "step": s, "loss": loss}
             for r in runs.itertuples() for s, loss in r.loss_curve]
     data = pd.DataFrame(rows)
+    if data.empty:
+        return _empty("Training curves (first seed)", "no completed Table 2 runs", path)
     tasks = _order(data["task"], list(TASK_LABELS))
     methods = _order(data["method"], METHOD_ORDER)
     fig, axes = _grid(len(tasks), 4, 2.9, 2.5)
@@ -160,7 +173,7 @@ def training_curves(df: pd.DataFrame, path=None) -> plt.Figure:
     fig.legend(handles=[Line2D([], [], color=METHOD_COLORS.get(m), label=METHOD_LABELS.get(m, m)) for m in methods],
                loc="outside right upper", title="method", frameon=False, fontsize=9, title_fontsize=9)
     fig.suptitle("Training curves (first seed)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _lr(lr: float) -> str:
@@ -183,6 +196,8 @@ def learning_curves(curves: pd.DataFrame, path=None) -> plt.Figure:
     one panel per task; colour = method and learning rate, line style = pooling ([CLS] solid,
     mean dash-dot); the task's trivial baseline (majority class, or 0 for correlations) is the
     dashed grey line. Several seeds: their mean, with a band over their range."""
+    if curves.empty:
+        return _empty("Learning curves: validation score by optimizer step", "no learning-curve runs", path)
     data = curves.copy()
     data["run"] = [f"{METHOD_LABELS.get(m, m)}, lr {_lr(lr)}" for m, lr in zip(data["method"], data["learning_rate"])]
     keys = data[["method", "learning_rate", "run"]].drop_duplicates()
@@ -202,7 +217,8 @@ def learning_curves(curves: pd.DataFrame, path=None) -> plt.Figure:
             ax.plot(stats["step"], stats["mean"], color=palette[run], linestyle=style, lw=1.5, marker=".", ms=4)
             if g["seed"].nunique() > 1:
                 ax.fill_between(stats["step"], stats["min"], stats["max"], color=palette[run], alpha=0.15, lw=0)
-        trivial = sub["trivial"].median()
+        known = sub["trivial"].dropna()  # a task whose records hold no predictions has none
+        trivial = known.median() if len(known) else float("nan")
         if pd.notna(trivial):
             ax.axhline(trivial, color="0.5", linestyle="--", lw=1.2, zorder=1)
         ax.set_title(TASK_LABELS.get(task, task), fontsize=10)
@@ -216,7 +232,7 @@ def learning_curves(curves: pd.DataFrame, path=None) -> plt.Figure:
     handles.append(Line2D([], [], color="0.5", linestyle="--", label="trivial baseline"))
     fig.legend(handles=handles, loc="outside right upper", frameon=False, fontsize=9)
     fig.suptitle("Learning curves: validation score by optimizer step")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def claims_forest(comparisons: pd.DataFrame, path=None, title: str = "The paper's claims: A − B with 95% intervals",
@@ -225,13 +241,8 @@ def claims_forest(comparisons: pd.DataFrame, path=None, title: str = "The paper'
     point is the difference A − B, the bar its 95% interval, the colour its verdict. Vertical
     lines at 0 and, when a row is a non-inferiority test, at −δ (`lora_nb.claims.MARGIN`)."""
     rows = comparisons.reset_index(drop=True)
-    if rows.empty:  # e.g. records without per-example predictions: say so, in the figure's place
-        fig, ax = plt.subplots(figsize=(6.5, 1.4), layout="constrained")
-        ax.text(0.5, 0.5, "no comparison: the records hold no per-example predictions",
-                ha="center", va="center", fontsize=10, color="0.3")
-        ax.set_axis_off()
-        ax.set_title(title)
-        return _save(fig, path)
+    if rows.empty:  # e.g. records without per-example predictions
+        return _empty(title, "no comparison: the records hold no per-example predictions", path)
     labels = [f"{r.claim} {TASK_LABELS.get(r.task, r.task)}: {r.a} − {r.b}" for r in rows.itertuples()]
     labels = [label if len(label) <= 48 else label.replace(" − ", "\n− ", 1) for label in labels]
     longest = max((len(line) for label in labels for line in label.split("\n")), default=10)
@@ -256,7 +267,7 @@ def claims_forest(comparisons: pd.DataFrame, path=None, title: str = "The paper'
               + lines, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0,
               title="verdict", frameon=False, fontsize=9, title_fontsize=9)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def run_curve(record: dict, path=None) -> plt.Figure:
@@ -271,7 +282,7 @@ def run_curve(record: dict, path=None) -> plt.Figure:
         sns.lineplot(data=evals, x="step", y="metric", marker="o", ax=ax2)
     ax2.set(xlabel="optimizer step", ylabel=f"{record['primary_metric']} (×100)", title="validation")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _ticks(n: int) -> list[int]:
@@ -307,7 +318,7 @@ def similarity_heatmaps(sim: pd.DataFrame, title: str, path=None, max_i: int | N
     fig.supxlabel(xlabel, fontsize=10)
     fig.supylabel(ylabel, fontsize=10)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def amplification_plot(amp: pd.DataFrame, path=None) -> plt.Figure:
@@ -326,4 +337,4 @@ def amplification_plot(amp: pd.DataFrame, path=None) -> plt.Figure:
            title="Table 7: amplification of ΔWq by layer and rank")
     ax.set_xticks(sorted(amp["layer"].unique()))
     ax.legend(title="rank", loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, frameon=False)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -4,8 +4,9 @@ beside them. `make report` ends here.
 
 What a page must not show, and how it is kept off (`page_problems` checks the result):
 
-- stderr, warnings, progress bars: the report kernels start with `setup_kernel` (tqdm's
-  "IProgress not found" filtered, progress bars of tqdm / Hugging Face off);
+- stderr, warnings, progress bars: every report kernel (`execute_notebook`) first runs
+  `KERNEL_SETUP`: tqdm.auto settles on plain tqdm, switched off by TQDM_DISABLE (no widget bar,
+  no "IProgress not found" warning), library logging quiet, then `setup_kernel`;
 - the rendering machine's folders: notebook parameters are repository-relative paths, and any
   absolute path under the checkout left in an output is made relative (`rundir.display_path`);
 - "Notebook" as the title, images without alt text, linked images: the title is the notebook's
@@ -29,6 +30,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 
+from .adapter import publish_lora_tensors
 from .rundir import REPO_ROOT, display_path, find_adapter, find_records
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -305,7 +307,8 @@ def publish_records(runs_dir: str | os.PathLike, report_dir: str | os.PathLike,
                     adapter_ranks=SUBSPACE_RANKS) -> list[Path]:
     """Copy every record under `runs_dir` (either layout) to ``report_dir/records/<id>.json``,
     its config's paths made repository-relative, and the adapters of the Wq,Wv Table 6 runs at
-    `adapter_ranks` (every seed) to ``report_dir/adapters/<id>.safetensors``, so that φ and
+    `adapter_ranks` (every seed; their LoRA matrices in half precision) to
+    ``report_dir/adapters/<id>.safetensors``, so that φ and
     Table 7 can be recomputed from the repository. Both folders are built aside and swapped in:
     an error leaves the previous ones whole, and `runs_dir` may be ``report_dir/records``
     itself. An adapter missing from `runs_dir` but already published for the same run (same
@@ -347,8 +350,10 @@ def _stage(runs_dir: Path, report_dir: Path, staging: Path, adapter_ranks) -> No
         if adapter is None and old.is_file() and run_id in published:
             same = json.loads(published[run_id].read_text()).get("finished_at") == record.get("finished_at")
             adapter = old if same else None
-        if adapter is not None:
+        if adapter is not None and adapter == old:
             shutil.copyfile(adapter, staging / "adapters" / f"{run_id}.safetensors")
+        elif adapter is not None:
+            publish_lora_tensors(adapter, staging / "adapters" / f"{run_id}.safetensors")
 
 
 # --------------------------------------------------------------------------- the report
@@ -397,9 +402,9 @@ def build_report(runs_dir: str | os.PathLike, figures_dir: str | os.PathLike = R
         return []  # nothing changed since the report was rendered
     report_dir.mkdir(parents=True, exist_ok=True)
     written = publish_records(runs_dir, report_dir, adapter_ranks)
-    if runs_dir == (report_dir / "records").resolve():
-        runs_dir = report_dir / "records"
-    params = {"runs_dir": _parameter_path(runs_dir), "figures_dir": _parameter_path(figures_dir)}
+    # The pages read the published records (and §7 adapters), so that what a reader of the
+    # report can download is exactly what it was computed from.
+    params = {"runs_dir": _parameter_path(report_dir / "records"), "figures_dir": _parameter_path(figures_dir)}
     problems = {}
     with tempfile.TemporaryDirectory(prefix="lora_nb_report_") as executed:
         for name, html, extra in pages:

@@ -156,7 +156,7 @@ def table2_display(t2: pd.DataFrame, model: str) -> pd.DataFrame:
                "seeds": int(sub["seeds"].min())}
         row.update({TASK_LABELS[t]: _cell(sub.at[t, "median"], sub.at[t, "std"]) if t in sub.index else ""
                     for t in tasks})
-        row[avg] = f"{sub.loc[[t for t in tasks if t in sub.index], 'median'].mean():.1f}"
+        row[avg] = f"{sub.loc[tasks, 'median'].mean():.1f}" if set(tasks) <= set(sub.index) else ""
         rows.append(row)
     for _, p in paper.iterrows():
         match = std[(std["method"] == p["method"]) & (std["trainable_params"] == p["trainable_params"])]
@@ -219,9 +219,14 @@ def budget_curves(df: pd.DataFrame) -> pd.DataFrame:
     """Learning curves (tag "budget"): one row per evaluation — task, method, learning rate,
     pooling, optimizer step, score (× 100) — plus the task's trivial baseline."""
     runs = df[(df["status"] == "completed") & df["tags"].map(lambda t: "budget" in t)] if len(df) else df
+    # A task's trivial baseline from any of its records with outputs on the same examples.
+    trivial = {}
+    for r in runs.itertuples():
+        if r.task not in trivial and r.record.get("best_outputs"):
+            trivial[r.task] = trivial_baseline(r.record)
     rows = []
     for r in runs.itertuples():
-        base = trivial_baseline(r.record)
+        base = trivial.get(r.task, np.nan)
         for step, value in r.evaluations:
             rows.append({"task": r.task, "method": r.method, "learning_rate": r.learning_rate,
                          "pooling": r.pooling, "seed": r.seed, "step": step, "score": 100 * value,
@@ -256,7 +261,8 @@ def baselines(df: pd.DataFrame) -> pd.DataFrame:
                      "trivial baseline": base,
                      "trivial baseline is": "majority class" if metric == "accuracy" else "a constant (0)",
                      "FT (median)": ft_median,
-                     "learned": bool(ft_median - base >= claims.LEARNED[metric]) if len(ft) else None})
+                     "FT learned it": ("yes" if ft_median - base >= claims.LEARNED[metric] else "no")
+                     if len(ft) else "not run"})
     return pd.DataFrame(rows)
 
 
@@ -332,7 +338,9 @@ def seconds_per_run(df: pd.DataFrame) -> pd.DataFrame:
     """Median seconds per run (training, evaluation, whole run) by task and method."""
     done = df[df["status"] == "completed"]
     out = done.groupby(["task", "method"])[["optimizer_steps", "train_seconds", "eval_seconds", "wall_time_s"]] \
-        .median().round(1).reset_index()
+        .median().round(0).astype("Int64").reset_index()
+    out = out.rename(columns={"optimizer_steps": "optimizer steps", "train_seconds": "training (s)",
+                              "eval_seconds": "evaluation (s)", "wall_time_s": "whole run (s)"})
     out["task"] = out["task"].map(lambda t: TASK_LABELS.get(t, t))
     out["method"] = out["method"].map(lambda m: METHOD_LABELS.get(m, m))
     return out
@@ -378,7 +386,7 @@ def deviations(df: pd.DataFrame) -> pd.DataFrame:
         ("adapters", "AdptD (Rücklé et al.): 0.3M and 0.9M, numbers quoted from that paper",
          ("trained here: " + "; ".join(f"{METHOD_LABELS[m]} m = {_values(g['adapter_size'], lambda v: f'{int(v)}')}"
                                        for m, g in adapters.groupby("method"))) if len(adapters) else "not run"),
-        ("classification head reads", "the first token (<s>, RoBERTa's head)", _values(done["pooling"])),
+        ("classification head reads", "the first token (RoBERTa's classification head)", _values(done["pooling"])),
         ("max sequence length", "512", _values(done["max_length"], lambda v: f"{int(v)}")),
         ("seeds per cell", "5 (median)", _values(done.groupby(["task", "method", "weight_type", "r"],
                                                               dropna=False)["seed"].nunique(),
@@ -387,7 +395,7 @@ def deviations(df: pd.DataFrame) -> pd.DataFrame:
          per_task("eval_examples", lambda v: f"{int(v):,}")),
         ("metric", "MNLI matched acc., CoLA MCC, STS-B Pearson, accuracy elsewhere; best epoch",
          "the same metrics; best evaluation (end of each epoch)"),
-        ("hardware", "GPUs (microsoft/LoRA's scripts launch 8 processes; CoLA 2)",
+        ("hardware", "NVIDIA Tesla V100 GPUs (microsoft/LoRA's scripts launch 8 processes; CoLA 2)",
          f"{device}, {threads} thread(s) per run"),
     ]
     return pd.DataFrame(rows, columns=["setting", "paper (RoBERTa-base, Table 9)", "ours"])
@@ -409,7 +417,8 @@ def budget_display(curves: pd.DataFrame) -> pd.DataFrame:
     """Per learning-curve run: the score at each evaluated step (× 100), and its trivial baseline."""
     label = curves["method"].map(lambda m: METHOD_LABELS.get(m, m)) + " lr " + \
         curves["learning_rate"].map(lambda v: f"{v:g}") + curves["pooling"].map(lambda p: "" if p == "cls" else f", {p} pooling")
-    wide = curves.assign(run=label, task=curves["task"].map(lambda t: TASK_LABELS.get(t, t))) \
+    trivial = curves["trivial"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.1f}")
+    wide = curves.assign(run=label, task=curves["task"].map(lambda t: TASK_LABELS.get(t, t)), trivial=trivial) \
         .pivot_table(index=["task", "run", "trivial"], columns="step", values="score").reset_index()
     wide.columns = [f"step {c}" if isinstance(c, (int, np.integer)) else c for c in wide.columns]
     return wide
@@ -461,11 +470,29 @@ def cost_text(df: pd.DataFrame) -> str:
         f"{cost['span_seconds'] * cost['cores'] / 3600:.2f} core-hours on {cost['cores']} cores, "
         f"{cost['step_fraction']:.0%} of which went to training and evaluation steps (the rest: kernels, imports, "
         "data and model loading, idle workers). "
-        f"Regenerate: `make reference` (this sweep, resumable) then the page renders itself; "
-        f"`python -m lora_nb.sweep --preset budget --workers 2` for the learning curves. "
+        "Regenerate with `make reference`: it restores the committed records, runs only what is "
+        "missing (so an interrupted sweep resumes, also on a fresh clone) and renders this page. "
         f"Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
         + f"; git commit{'s' if len(commits) > 1 else ''} {', '.join(commits) or 'unknown'}.")
 
 
 def to_markdown(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False)
+
+
+def headline(runs_dir: str | os.PathLike) -> str:
+    """The README's results block, as Markdown, from the records under `runs_dir`: the claims
+    table and Table 2 (``python -m lora_nb.results report/records``)."""
+    df = load_records(runs_dir)
+    comparisons = claims.decide(df)
+    summary = claims_summary(comparisons, df)
+    main = df[df["tags"].map(lambda t: "budget" not in t)]
+    t2 = table2_display(table2(df), main["model"].mode()[0])
+    cols = ["claim", "statement", "ours: difference [95% interval], points", "verdict"]
+    return "\n\n".join([to_markdown(summary[cols]), to_markdown(t2)])
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(headline(sys.argv[1] if len(sys.argv) > 1 else "report/records"))

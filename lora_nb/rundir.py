@@ -90,11 +90,13 @@ COMMITTED_RECORDS = REPO_ROOT / "report" / "records"
 
 def default_runs_dir(preferred: tuple[str, ...] = ("runs/reference", "runs/cpu")) -> Path:
     """Where the analysis notebooks read runs when given none: the first of `preferred` (relative
-    to the repository root) that holds a completed run, else the committed reference run's
-    records (``report/records``), so that they run on a fresh clone."""
+    to the repository root) that holds a completed Table 2 or Table 6 run, else the committed
+    reference run's records (``report/records``), so that they run on a fresh clone."""
     for folder in preferred:
         path = repo_path(folder)
-        if any((json.loads(p.read_text()).get("status") == COMPLETED)
-               for _, p in find_records(path) if p.is_file()):
-            return path
+        for _, record_path in find_records(path):
+            record = json.loads(record_path.read_text())
+            tags = record.get("config", {}).get("tags", [])
+            if record.get("status") == COMPLETED and {"table2", "table6"} & set(tags):
+                return path
     return COMMITTED_RECORDS

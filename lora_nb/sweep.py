@@ -74,6 +74,9 @@ BUDGET_CURVES: tuple[dict, ...] = tuple(
     + [dict(_CURVE, task=t, method="lora", learning_rate=lr) for t in ("sst2", "mnli") for lr in (1e-3, 3e-3)]
     + [dict(_CURVE, task=t, method="lora", learning_rate=1e-3, pooling="mean") for t in ("sst2", "mnli", "stsb")]
     + [dict(_CURVE, task="stsb", method="lora", learning_rate=1e-3)])
+# The Table 6 cells that decide claims C3 (Wq,Wv at r = 1, 2 against 8, 64) and C4 (Wq r = 8
+# against Wq,Wv r = 4 and all four at r = 2), and that §7 reads (Wq,Wv at every rank).
+CLAIM_CELLS = {(("q", "v"), r) for r in RANKS} | {(("q",), 8), (("q", "k", "v", "o"), 2)}
 # Table 5 (GPT-3, 18M parameters): the equal-budget cells that Table 6's grid lacks.
 TABLE5_CELLS = ((("k",), 8), (("v",), 8), (("o",), 8), (("q", "k"), 4))
 # The reference run on a 2-core CPU. Budgets from the learning curves (tag "budget", batch 16):
@@ -358,13 +361,18 @@ def execute_setting(setting: Setting, notebook: Path = TRAIN_NOTEBOOK,
     return outcomes
 
 
-def _cost(setting: Setting) -> float:
-    """A rough relative cost, to start the longest settings first (fewer idle workers at the
-    end): examples seen × a per-task length factor × 2 for full fine-tuning."""
+def _order(setting: Setting) -> tuple[int, int, float]:
+    """Run order: Table 2, then Table 6 (first the cells that decide claims C3–C4 and that §7
+    reads), Table 5 and the learning curves, so that a sweep stopped early has what decides the
+    claims; within each, the longest settings first (fewer idle workers at the end), by a rough
+    cost: examples seen × a per-task length factor × 2 for full FT."""
     c = setting.config
     length = {"mnli": 2.5, "mrpc": 2.5, "qqp": 1.5, "stsb": 1.5, "sst2": 1.0, "cola": 0.6}
-    return ((c.max_train_samples or 10**6) * c.epochs * length.get(c.task, 2.0)
+    cost = ((c.max_train_samples or 10**6) * c.epochs * length.get(c.task, 2.0)
             * (2 if c.method == "full" else 1) * len(setting.seeds))
+    table = next((i for i, t in enumerate(("table2", "table6", "table5")) if t in c.tags), 3)
+    decides = (tuple(c.targets), c.r) in CLAIM_CELLS or table != 1
+    return table, 0 if decides else 1, -cost
 
 
 def run_sweep(specs: list[RunSpec], workers: int = 1, progress: bool = True) -> list[Outcome]:
@@ -405,7 +413,7 @@ def run_sweep(specs: list[RunSpec], workers: int = 1, progress: bool = True) -> 
                 free_gpus.put(gpu)
 
     # Settings that start from another run's adapter go after everything else (paper App. D.1).
-    waves = [sorted((s for s in settings if not s.depends_on), key=_cost, reverse=True),
+    waves = [sorted((s for s in settings if not s.depends_on), key=_order),
              [s for s in settings if s.depends_on]]
     bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=not progress,
                dynamic_ncols=True, mininterval=5)
@@ -424,7 +432,9 @@ def run_sweep(specs: list[RunSpec], workers: int = 1, progress: bool = True) -> 
                     bar.set_postfix_str(f"{outs[0].run_id.rpartition('-s')[0]}: "
                                         f"{len(outs) - failed} completed, {failed} failed")
     except BaseException:  # Ctrl-C: start nothing more; completed runs keep their records
-        pool.shutdown(wait=False, cancel_futures=True)
+        # Wait for the settings already running (Ctrl-C reaches their kernels too, so they end
+        # soon): a worker left running could write records while the same sweep is resumed.
+        pool.shutdown(wait=True, cancel_futures=True)
         raise
     finally:
         bar.close()

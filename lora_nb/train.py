@@ -17,9 +17,6 @@ import hashlib
 import json
 import math
 import os
-import platform
-import resource
-import subprocess
 import sys
 import time
 import typing
@@ -35,6 +32,7 @@ from .adapter import load_adapter, save_adapter
 from .config import RunConfig, paper_config
 from .glue import get_task, load_glue, make_dataloader, subset, tokenize_glue
 from .lora import merge_lora, unmerge_lora
+from .machine import cpu_count, device_name, git_commit, peak_memory_bytes, versions
 from .metrics import glue_metric
 from .models import load_model, load_model_config, max_model_length
 from .modes import count_parameters, prepare_model
@@ -46,43 +44,15 @@ from .rundir import (ADAPTER_FILE, COMPLETED, FAILED, RECORD_FILE, RUNNING, read
 EXECUTION_FIELDS = ("num_threads", "overwrite", "eval_batch_size", "output_dir", "glue_dir")
 
 def _environment(accelerator: Accelerator) -> dict:
-    import accelerate
-    import datasets
-    import transformers
-
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-            text=True, timeout=5,
-        ).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    device = accelerator.device
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     return {
-        "device": f"{device.type}: {name}",
+        "device": device_name(accelerator.device),
         "num_processes": accelerator.num_processes,
         "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
+        "cpu_count": cpu_count(),
         "mixed_precision": accelerator.mixed_precision,
-        "versions": {
-            "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "datasets": datasets.__version__,
-            "accelerate": accelerate.__version__,
-        },
-        "git_commit": commit,
+        "versions": versions("torch", "transformers", "datasets", "accelerate"),
+        "git_commit": git_commit(),
     }
-
-
-def _peak_memory_bytes(device: torch.device) -> int:
-    """Peak GPU memory allocated, or the process's peak resident set size on the CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    try:  # VmHWM is this process's own peak; ru_maxrss can carry a parent's over fork + exec
-        status = Path("/proc/self/status").read_text()
-        return int(next(l for l in status.splitlines() if l.startswith("VmHWM")).split()[1]) * 1024
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _mixed_precision(setting: str) -> str:
@@ -234,20 +204,28 @@ def run(config: RunConfig, progress: bool = True) -> dict:
         raise
     finally:
         record["wall_time_s"] = time.perf_counter() - start
-        record["peak_memory_bytes"] = _peak_memory_bytes(accelerator.device)
+        record["peak_memory_bytes"] = peak_memory_bytes(accelerator.device)
         record["finished_at"] = dt.datetime.now().isoformat()
         if accelerator.is_main_process:
             write_record(run_dir, record)
     return record
 
 
+def linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float,
+                    num_processes: int = 1) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then linear decay to zero over `total_steps` optimizer steps (Table 9).
+
+    accelerate steps a prepared scheduler once per process for every optimizer step, so the
+    schedule counts optimizer steps × processes: the learning rate then follows the same curve
+    per optimizer step, and reaches zero at the end, with any number of processes."""
+    warmup = int(warmup_ratio * total_steps)
+    return get_linear_schedule_with_warmup(optimizer, warmup * num_processes, total_steps * num_processes)
+
+
 def _train(config, task, model_config, accelerator, run_dir, record, progress) -> None:
     set_seed(config.seed)
     model, tokenizer = load_model(config.model, model_config, config.pooling)
-    if config.adapter is not None:
-        prepare_model(model, config.method, adapter=config.adapter)
-    else:
-        prepare_model(model, config.method, config.lora)
+    prepare_model(model, config.method, config.lora, config.adapter)
     if config.init_adapter:
         load_adapter(model, config.init_adapter, include_head=False)
     counts = count_parameters(model)
@@ -274,14 +252,9 @@ def _train(config, task, model_config, accelerator, run_dir, record, progress) -
          {"params": no_decay, "weight_decay": 0.0}],
         lr=config.learning_rate, fused=accelerator.device.type == "cuda",
     )
-    # accelerate steps a prepared scheduler once per process for every optimizer step (its
-    # batches are per process), so the schedule counts optimizer steps × processes: the learning
-    # rate then reaches zero at the end of training with any number of processes.
     steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes)
     total_steps = config.epochs * steps_per_epoch
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(config.warmup_ratio * total_steps) * accelerator.num_processes,
-        total_steps * accelerator.num_processes)
+    scheduler = linear_schedule(optimizer, total_steps, config.warmup_ratio, accelerator.num_processes)
     model, optimizer, train_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, scheduler)
     eval_loaders = {s: accelerator.prepare(l) for s, l in eval_loaders.items()}
@@ -370,20 +343,27 @@ def _argument_type(hint):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """A `--field` option for every `RunConfig` field (lists comma-separated)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m lora_nb.train", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """A `--field` option for every `RunConfig` field, its help, default and choices taken from
+    the field's documentation (lists comma-separated)."""
+    parser = argparse.ArgumentParser(prog="python -m lora_nb.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--paper", action="store_true",
                         help="start from the paper's hyperparameters for --task/--method (Table 9)")
     hints = typing.get_type_hints(RunConfig)
+    defaults = RunConfig().to_dict()
     for f in fields(RunConfig):
         flag = "--" + f.name.replace("_", "-")
+        default = defaults[f.name]
+        shown = ",".join(default) if isinstance(default, list) else default
+        help_ = f"{f.metadata.get('help', '')} (default: {shown}"
+        if f.metadata.get("choices"):
+            help_ += f"; one of: {', '.join(f.metadata['choices'])}"
+        help_ += ")"
         if hints[f.name] is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=None)
+                                default=None, help=help_)
         else:
-            parser.add_argument(flag, dest=f.name, type=_argument_type(hints[f.name]), default=None)
+            parser.add_argument(flag, dest=f.name, type=_argument_type(hints[f.name]), default=None,
+                                metavar=f.name.upper(), help=help_)
     return parser
 
 

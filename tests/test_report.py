@@ -7,6 +7,8 @@ test feeds both a page with every fault."""
 from __future__ import annotations
 
 import json
+
+import torch
 import re
 from pathlib import Path
 
@@ -182,11 +184,22 @@ def test_device_label_and_format_frame():
 # --------------------------------------------------------------------------- records and adapters
 
 
-def _run(runs: Path, run_id: str, record: dict, adapter: bytes | None) -> None:
+def _run(runs: Path, run_id: str, record: dict, adapter: float | None) -> None:
+    """A run folder; its adapter holds one LoRA matrix filled with `adapter` and a head tensor."""
+    import torch
+    from safetensors.torch import save_file
+
     (runs / run_id).mkdir(parents=True)
     (runs / run_id / "record.json").write_text(json.dumps(record))
     if adapter is not None:
-        (runs / run_id / "adapter.safetensors").write_bytes(adapter)
+        save_file({"m.query.lora_A": torch.full((2, 3), adapter), "classifier.weight": torch.ones(2)},
+                  str(runs / run_id / "adapter.safetensors"))
+
+
+def _published(path: Path) -> dict:
+    from lora_nb.adapter import read_adapter
+
+    return read_adapter(path)[0]
 
 
 def _rec(run_id: str, r: int, targets=("q", "v"), tags=("table6",), status="completed") -> dict:
@@ -199,10 +212,10 @@ def _rec(run_id: str, r: int, targets=("q", "v"), tags=("table6",), status="comp
 def test_publish_records_relative_paths_adapters_and_a_safe_swap(tmp_path):
     runs = tmp_path / "runs"
     for r in (1, 2, 4, 8, 64):
-        _run(runs, f"t6-mnli-qv-r{r}-s0", _rec(f"t6-mnli-qv-r{r}-s0", r), f"qv{r}".encode())
-    _run(runs, "t6-mnli-qv-r16-s0", _rec("x", 16), b"r16")            # a rank §7 does not use
-    _run(runs, "t6-mnli-q-r8-s0", _rec("x", 8, targets=("q",)), b"q8")  # Wq alone
-    _run(runs, "t2-sst2-lora-s0", _rec("x", 8, tags=("table2",)), b"t2")
+        _run(runs, f"t6-mnli-qv-r{r}-s0", _rec(f"t6-mnli-qv-r{r}-s0", r), float(r))
+    _run(runs, "t6-mnli-qv-r16-s0", _rec("x", 16), 16.0)            # a rank §7 does not use
+    _run(runs, "t6-mnli-q-r8-s0", _rec("x", 8, targets=("q",)), 8.0)  # Wq alone
+    _run(runs, "t2-sst2-lora-s0", _rec("x", 8, tags=("table2",)), 8.0)
     _run(runs, "t6-mnli-qv-r2-s1", _rec("x", 2, status="failed"), None)
     out = tmp_path / "report"
     (out / "records").mkdir(parents=True)
@@ -216,7 +229,9 @@ def test_publish_records_relative_paths_adapters_and_a_safe_swap(tmp_path):
     assert rec["config"]["glue_dir"] == "glue" and rec["config"]["init_adapter"] is None  # outside: its name
     assert sorted(p.name for p in (out / "adapters").iterdir()) == [
         f"t6-mnli-qv-r{r}-s0.safetensors" for r in (1, 2, 4, 64, 8)]
-    assert (out / "adapters" / "t6-mnli-qv-r64-s0.safetensors").read_bytes() == b"qv64"
+    published = _published(out / "adapters" / "t6-mnli-qv-r64-s0.safetensors")
+    assert list(published) == ["m.query.lora_A"]  # the LoRA matrices alone, in half precision
+    assert published["m.query.lora_A"].dtype == torch.float16 and published["m.query.lora_A"].eq(64).all()
     assert not (out / ".publishing").exists()
 
     # Publishing the committed layout onto itself keeps everything, byte for byte.
@@ -227,12 +242,12 @@ def test_publish_records_relative_paths_adapters_and_a_safe_swap(tmp_path):
     # A run folder that lost its adapter keeps the published one for the same run (same finish).
     (runs / "t6-mnli-qv-r4-s0" / "adapter.safetensors").unlink()
     report.publish_records(runs, out)
-    assert (out / "adapters" / "t6-mnli-qv-r4-s0.safetensors").read_bytes() == b"qv4"
+    assert _published(out / "adapters" / "t6-mnli-qv-r4-s0.safetensors")["m.query.lora_A"].eq(4).all()
 
 
 def test_publish_leaves_the_previous_report_whole_on_error(tmp_path, monkeypatch):
     runs = tmp_path / "runs"
-    _run(runs, "t6-mnli-qv-r8-s0", _rec("x", 8), b"new")
+    _run(runs, "t6-mnli-qv-r8-s0", _rec("x", 8), 1.0)
     out = tmp_path / "report"
     (out / "records").mkdir(parents=True)
     (out / "records" / "t6-mnli-qv-r8-s0.json").write_text('{"old": true}')
@@ -240,7 +255,7 @@ def test_publish_leaves_the_previous_report_whole_on_error(tmp_path, monkeypatch
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(report.shutil, "copyfile", broken)
+    monkeypatch.setattr(report, "publish_lora_tensors", broken)
     with pytest.raises(OSError, match="disk full"):
         report.publish_records(runs, out)
     assert (out / "records" / "t6-mnli-qv-r8-s0.json").read_text() == '{"old": true}'

@@ -8,7 +8,8 @@ from accelerate import Accelerator
 
 from conftest import GLUE_DIR
 from lora_nb import RunConfig, load_adapter, run
-from lora_nb.adapter import ADAPTER_FILE, read_adapter
+from lora_nb.adapter import read_adapter
+from lora_nb.rundir import ADAPTER_FILE
 from lora_nb.glue import load_glue, make_dataloader, subset, tokenize_glue
 from lora_nb.models import load_model, load_model_config
 from lora_nb.train import evaluate, read_record
@@ -95,3 +96,25 @@ def test_init_adapter_starts_lora_from_another_run(mrpc_run, tmp_path):
     assert record["status"] == "completed" and lora_keys
     for key in lora_keys:  # a learning rate of 1e-12 leaves the MNLI-style start in place
         assert torch.allclose(trained[key], source[key], atol=1e-6)
+
+
+@pytest.mark.parametrize("processes", [1, 2, 4])
+def test_the_schedule_per_optimizer_step_does_not_depend_on_the_process_count(processes):
+    """accelerate steps the scheduler once per process per optimizer step; the schedule must
+    still warm up, decay and reach zero over the run's optimizer steps."""
+    from lora_nb.train import linear_schedule
+
+    def trajectory(n: int) -> list[float]:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = linear_schedule(opt, total_steps=50, warmup_ratio=0.1, num_processes=n)
+        lrs = []
+        for _ in range(50):
+            lrs.append(sched.get_last_lr()[0])
+            opt.step()
+            for _ in range(n):  # what accelerate's AcceleratedScheduler does
+                sched.step()
+        return lrs + [sched.get_last_lr()[0]]
+
+    one, many = trajectory(1), trajectory(processes)
+    assert many == pytest.approx(one)
+    assert max(one) == pytest.approx(1.0) and one[-1] == pytest.approx(0.0) and one[2] < one[5]

@@ -1,0 +1,67 @@
+"""The package's shape: a light LoRA core, no import cycles, one home for the run folder."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "lora_nb"
+HEAVY = ("transformers", "datasets", "evaluate", "accelerate", "papermill")
+
+
+def _imports(path: Path) -> set[str]:
+    """The lora_nb modules that `path` imports, at module level or inside functions."""
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1:  # from .x import y / from . import x
+                if node.module:
+                    found.add(node.module.split(".")[0])
+                else:
+                    found.update(alias.name for alias in node.names)
+            elif node.module and node.module.startswith("lora_nb."):
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("lora_nb."))
+    return found
+
+
+def test_no_import_cycles_among_modules():
+    modules = {p.stem: p for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    graph = {name: _imports(path) & set(modules) - {name} for name, path in modules.items()}
+    state: dict[str, str] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "open"
+        for dep in sorted(graph[node]):
+            assert state.get(dep) != "open", f"import cycle: {' -> '.join(trail + [node, dep])}"
+            if dep not in state:
+                visit(dep, trail + [node])
+        state[node] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+
+
+def test_the_lora_core_imports_with_torch_alone():
+    code = ("import sys, lora_nb, lora_nb.lora, lora_nb.modes, lora_nb.adapter, lora_nb.bottleneck, "
+            "lora_nb.rundir; print(','.join(m for m in %r if m in sys.modules))" % (HEAVY,))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"the LoRA core loaded {out.stdout.strip()}"
+
+
+def test_run_folder_file_names_live_in_one_module():
+    literals = ('"record.json"', '"adapter.safetensors"')
+    holders = {p.name for p in PACKAGE.glob("*.py") for lit in literals if lit in p.read_text()}
+    assert holders == {"rundir.py"}, f"run-folder file names written outside rundir.py: {holders}"
+
+
+def test_the_benchmark_command_needs_no_test_extra():
+    """peft is the `bench` extra: `python -m lora_nb.bench --help` works where it is missing."""
+    code = ("import sys, runpy; sys.modules['peft'] = None; sys.argv = ['lora_nb.bench', '--help']; "
+            "runpy.run_module('lora_nb.bench', run_name='__main__')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "usage" in out.stdout
