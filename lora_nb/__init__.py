@@ -2,24 +2,29 @@
 
 Data flows one way:
 
-    GLUE (glue) ─► model + LoRA or a baseline (models, lora, bottleneck, modes)
-        ─► training loop (train, config) ─► run record + adapter (rundir, adapter)
-        ─► sweep (sweep: papermill over notebooks/train.ipynb) ─► tables and verdicts
-        (results, claims, subspace analysis) ─► figures (plots) ─► HTML report (report)
+    data: glue (tasks, tokenisation, batches), metrics
+      ─► model + LoRA or a baseline: models (loading, RoBERTa-base's shape), lora (the layer),
+         bottleneck (adapters), methods (what trains), checkpoint (the trained tensors)
+      ─► training loop: config (the run's settings, Table 9), train
+      ─► run record: rundir (the run folder's one contract), machine (device, versions)
+      ─► sweep: sweep (presets, grids, resume), notebook_run (the one papermill call)
+      ─► tables: results (records → Tables 2, 5, 6), claims (verdicts), subspace (§7),
+         paper (the published numbers), latency (Table 1), bench (speed and memory)
+      ─► report: plots (figures), report (executed, rendered pages)
 
-The LoRA core (`lora`, `bottleneck`, `modes`, `adapter`) needs torch alone and is imported
-here; the run configuration and the training loop (transformers, datasets, accelerate) load on
-first use of `RunConfig`, `paper_config` or `run`.
+The LoRA core (`lora`, `bottleneck`, `methods`, `checkpoint`, `paper`, `rundir`) needs torch
+alone and is imported here; the run configuration and the training loop (transformers, datasets,
+accelerate) load on first use of `RunConfig`, `paper_config` or `run`.
 """
 
-from .adapter import load_adapter, load_lora_state_dict, lora_state_dict, save_adapter
+from .checkpoint import load_adapter, load_trained_state_dict, trained_state_dict, save_adapter
 from .lora import LoRAConfig, LoRALinear, add_lora, merge_lora, unmerge_lora
-from .modes import METHODS, count_parameters, prepare_model
+from .methods import METHODS, count_parameters, prepare_model
 
 __all__ = [
     "LoRAConfig", "LoRALinear", "add_lora", "merge_lora", "unmerge_lora",
     "METHODS", "prepare_model", "count_parameters",
-    "lora_state_dict", "load_lora_state_dict", "save_adapter", "load_adapter",
+    "trained_state_dict", "load_trained_state_dict", "save_adapter", "load_adapter",
     "RunConfig", "paper_config", "run",
 ]
 

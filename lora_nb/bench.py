@@ -3,10 +3,10 @@
     python -m lora_nb.bench --models roberta-base-shape,minilm --sections 1,2,3,4,5,6 \
         --glue-dir ../shared/glue --out bench.json
 
-Sections (``--sections``, default all):
+Sections (``--sections``, default all; each is one `Section`: measure, table, goals):
 
-1. training step (forward + backward + clip + AdamW) of lora_nb LoRA, peft LoRA and full
-   fine-tuning, interleaved A B C A B C on random batches;
+1. training step (forward + backward + clip + AdamW) of lora_nb LoRA and peft LoRA (LoRA
+   dropout 0 and 0.1) and full fine-tuning, interleaved A B C A B C on random batches;
 2. peak memory of each of those settings, each in its own subprocess (``--memory-child``);
 3. inference latency (eval, no_grad): base model, LoRA unmerged, LoRA merged (§4.1: merging
    removes the extra latency);
@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import median
 from typing import Callable
@@ -47,7 +48,6 @@ from transformers import (
     AutoTokenizer,
     PretrainedConfig,
     PreTrainedModel,
-    RobertaConfig,
     Trainer,
     TrainingArguments,
     set_seed,
@@ -55,16 +55,17 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from .config import RunConfig, paper_config
-from .glue import load_glue, make_dataloader, resolve_glue_dir, subset, tokenize_glue
+from .glue import get_task, load_glue, make_dataloader, resolve_glue_dir, subset, tokenize_glue
 from .lora import LoRAConfig, merge_lora
 from .machine import cpu_count, device_name, git_commit, peak_memory_bytes, versions
-from .models import resolve_model
-from .modes import prepare_model
+from .models import resolve_model, roberta_base_config, tiny_config
+from .methods import prepare_model
 from .train import run as train_run
 
 MODELS = ("roberta-base-shape", "minilm", "tiny")
-SETTINGS = ("lora", "peft", "full")
-SECTIONS = (1, 2, 3, 4, 5, 6)
+# lora_nb's and peft's LoRA without dropout and with 0.1 (what most users set), full fine-tuning.
+DROPOUT = 0.1
+SETTINGS = ("lora", "peft", "lora_dropout", "peft_dropout", "full")
 # The paper's GLUE setting for RoBERTa-base (Table 9): r = 8, α = 8 on Wq and Wv.
 LORA = LoRAConfig(("q", "v"), r=8, alpha=8.0)
 PEFT_TARGETS = {"q": "query", "k": "key", "v": "value"}
@@ -81,10 +82,9 @@ def model_config(name: str) -> PretrainedConfig:
     config.json: `RobertaConfig()` with 514 positions), the real all-MiniLM-L6-v2, or a 2-layer
     hidden-32 RoBERTa for tests."""
     if name == "roberta-base-shape":
-        return RobertaConfig(max_position_embeddings=514, type_vocab_size=1, num_labels=2)
+        return roberta_base_config()
     if name == "tiny":
-        return RobertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
-                             num_attention_heads=2, intermediate_size=37, num_labels=2)
+        return tiny_config()
     if name == "minilm":
         return AutoConfig.from_pretrained(resolve_model(name), num_labels=2)
     raise ValueError(f"model: unknown {name!r}; choose from {MODELS}")
@@ -98,13 +98,13 @@ def build_model(name: str, seed: int = 0) -> PreTrainedModel:
     return AutoModelForSequenceClassification.from_config(model_config(name))
 
 
-def peft_lora(model: PreTrainedModel) -> torch.nn.Module:
+def peft_lora(model: PreTrainedModel, dropout: float = 0.0) -> torch.nn.Module:
     """`model` with peft's LoRA at `LORA`'s settings, training the same head as `prepare_model`
     (RoBERTa's classifier; for BERT the pooler too). peft is the `bench` extra, imported here."""
     from peft import LoraConfig, get_peft_model
 
     head = ["classifier", "pooler"] if model.config.model_type == "bert" else ["classifier"]
-    config = LoraConfig(r=LORA.r, lora_alpha=LORA.alpha, lora_dropout=LORA.dropout,
+    config = LoraConfig(r=LORA.r, lora_alpha=LORA.alpha, lora_dropout=dropout,
                         target_modules=[PEFT_TARGETS[t] for t in LORA.targets], modules_to_save=head)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -112,11 +112,13 @@ def peft_lora(model: PreTrainedModel) -> torch.nn.Module:
 
 
 def prepare_setting(model: PreTrainedModel, setting: str) -> torch.nn.Module:
-    """`model` set up for ``lora`` (lora_nb), ``peft`` (peft's LoRA) or ``full`` fine-tuning."""
-    if setting == "lora":
-        return prepare_model(model, "lora", LORA)
-    if setting == "peft":
-        return peft_lora(model)
+    """`model` set up for ``lora`` (lora_nb), ``peft`` (peft's LoRA), either with dropout
+    `DROPOUT` (``*_dropout``), or ``full`` fine-tuning."""
+    dropout = DROPOUT if setting.endswith("_dropout") else 0.0
+    if setting in ("lora", "lora_dropout"):
+        return prepare_model(model, "lora", replace(LORA, dropout=dropout))
+    if setting in ("peft", "peft_dropout"):
+        return peft_lora(model, dropout)
     if setting == "full":
         return prepare_model(model, "full")
     raise ValueError(f"setting: unknown {setting!r}; choose from {SETTINGS}")
@@ -288,10 +290,27 @@ def matmul_ceiling(device: torch.device, size: int, warmup: int, steps: int) -> 
 
 
 # ---------------------------------------------------------------- sections
+# Each section in one place: what it measures, its table and the goal ratios it gives.
+
+Table = tuple[str, list[str], list[list]]
 
 
-def section_train_step(args: argparse.Namespace, device: torch.device) -> dict:
-    """Section 1: one training step of each setting, interleaved."""
+@dataclass(frozen=True)
+class Section:
+    number: int
+    key: str  # its results' key in bench.json
+    measure: Callable[[argparse.Namespace, torch.device, dict, Path | None], dict]
+    table: Callable[[dict], Table]
+    goals: Callable[[dict], dict[str, dict]]
+
+
+def _ms(stats: dict) -> list[float]:
+    return [1000 * stats[k] for k in ("median_s", "min_s", "max_s")]
+
+
+# 1. training step
+def measure_train_step(args, device, results, glue_dir) -> dict:
+    """One training step of each setting, interleaved."""
     out = {}
     for name in args.models:
         base = build_model(name)
@@ -311,6 +330,24 @@ def section_train_step(args: argparse.Namespace, device: torch.device) -> dict:
     return out
 
 
+def table_train_step(result: dict) -> Table:
+    rows = [[name, s, r["trainable_parameters"][s], *_ms(v), v["tokens_per_s"]]
+            for name, r in result.items() for s, v in r["settings"].items()]
+    return (f"1. training step (forward + backward + AdamW; *_dropout: LoRA dropout {DROPOUT})",
+            ["model", "setting", "trainable", "median ms", "min ms", "max ms", "tokens/s"], rows)
+
+
+def goals_train_step(result: dict) -> dict[str, dict]:
+    goals = {}
+    for name, r in result.items():
+        t = {s: v["times_s"] for s, v in r["settings"].items()}
+        goals[f"{name}: lora/peft step time"] = ratio(t["lora"], t["peft"])
+        goals[f"{name}: lora/peft step time, dropout {DROPOUT}"] = ratio(t["lora_dropout"], t["peft_dropout"])
+        goals[f"{name}: lora/full step time"] = ratio(t["lora"], t["full"])
+    return goals
+
+
+# 2. peak memory
 def memory_child(args: argparse.Namespace, device: torch.device) -> dict:
     """In a fresh process: build one setting, train a few steps, report peak memory."""
     (name,) = args.models
@@ -328,8 +365,8 @@ def memory_child(args: argparse.Namespace, device: torch.device) -> dict:
             "training_bytes": peak - after_build}
 
 
-def section_memory(args: argparse.Namespace) -> dict:
-    """Section 2: peak memory per setting, each measured in its own subprocess."""
+def measure_memory(args, device, results, glue_dir) -> dict:
+    """Peak memory per setting, each measured in its own subprocess (`memory_child`)."""
     out: dict = {}
     for name in args.models:
         out[name] = {}
@@ -347,8 +384,27 @@ def section_memory(args: argparse.Namespace) -> dict:
     return out
 
 
-def section_inference(args: argparse.Namespace, device: torch.device) -> dict:
-    """Section 3: eval forward of the base model, LoRA unmerged and LoRA merged (§4.1)."""
+def table_memory(result: dict) -> Table:
+    rows = [[name, s, v["peak_bytes"] / MiB, v["after_build_bytes"] / MiB, v["training_bytes"] / MiB]
+            for name, r in result.items() for s, v in r.items()]
+    return ("2. peak memory (own process each)",
+            ["model", "setting", "peak MiB", "after build MiB", "training MiB"], rows)
+
+
+def goals_memory(result: dict) -> dict[str, dict]:
+    goals = {}
+    for name, r in result.items():
+        if {"lora", "full"} <= set(r):
+            goals[f"{name}: lora/full peak memory"] = single(
+                r["lora"]["peak_bytes"] / r["full"]["peak_bytes"])
+            goals[f"{name}: lora/full training memory (peak - after build)"] = single(
+                r["lora"]["training_bytes"] / max(r["full"]["training_bytes"], 1))
+    return goals
+
+
+# 3. inference latency
+def measure_inference(args, device, results, glue_dir) -> dict:
+    """Eval forward of the base model, LoRA unmerged and LoRA merged (§4.1)."""
     out = {}
     for name in args.models:
         base = build_model(name).to(device).eval()
@@ -372,15 +428,27 @@ def section_inference(args: argparse.Namespace, device: torch.device) -> dict:
     return out
 
 
+def table_inference(result: dict) -> Table:
+    rows = [[name, v, *_ms(s), s["tokens_per_s"]] for name, r in result.items() for v, s in r.items()]
+    return ("3. inference latency (eval, no_grad)",
+            ["model", "variant", "median ms", "min ms", "max ms", "tokens/s"], rows)
+
+
+def goals_inference(result: dict) -> dict[str, dict]:
+    return {f"{name}: merged/base inference latency":
+            ratio(r["lora_merged"]["times_s"], r["base"]["times_s"]) for name, r in result.items()}
+
+
+# 4. one epoch with each padding strategy
 EPOCH_VARIANTS = ("padded", "dynamic", "dynamic_grouped")
 
 
-def section_epoch(args: argparse.Namespace, device: torch.device, glue_dir: Path) -> dict:
-    """Section 4: one LoRA epoch on SST-2 with each padding strategy, interleaved batch by batch
-    (the order rotates every round); tokens processed count the padding."""
+def measure_epoch(args, device, results, glue_dir) -> dict:
+    """One LoRA epoch on SST-2 with each padding strategy, interleaved batch by batch (the order
+    rotates every round); tokens processed count the padding."""
     base = build_model("minilm")
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
-    data = tokenize_glue(load_glue("sst2", glue_dir), tokenizer, "sst2", args.length)
+    data = tokenize_glue(load_glue(get_task("sst2"), glue_dir), tokenizer, get_task("sst2"), args.length)
     train = subset(data["train"], args.epoch_examples, seed=0)
     options = {"padded": {"pad_to": args.length}, "dynamic": {},
                "dynamic_grouped": {"group_by_length": True}}
@@ -412,6 +480,21 @@ def section_epoch(args: argparse.Namespace, device: torch.device, glue_dir: Path
             "variants": stats}
 
 
+def table_epoch(result: dict) -> Table:
+    rows = [[v, s["steps"], s["tokens"], s["real_tokens"], 100 * s["padding_fraction"], s["wall_s"],
+             s["tokens_per_s"]] for v, s in result["variants"].items()]
+    return (f"4. one LoRA epoch, {result['examples']} SST-2 examples, batch {result['batch']}, "
+            f"max length {result['max_length']} ({REAL_MODEL})",
+            ["variant", "steps", "tokens (with padding)", "real tokens", "padding %", "wall s",
+             "real tokens/s"], rows)
+
+
+def goals_epoch(result: dict) -> dict[str, dict]:
+    v = result["variants"]
+    return {"epoch time padded/(dynamic+grouped)": single(v["padded"]["wall_s"] / v["dynamic_grouped"]["wall_s"])}
+
+
+# 5. whole runs: lora_nb.train.run against peft + Trainer
 def run_config(args: argparse.Namespace, glue_dir: Path, seed: int, output_dir: str) -> RunConfig:
     """The whole-run setting: Table 9's SST-2 LoRA learning rate and warmup, shorter runs."""
     return paper_config(
@@ -437,7 +520,7 @@ def run_peft_trainer(config: RunConfig) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(ref)
     model = AutoModelForSequenceClassification.from_pretrained(ref, num_labels=2)
     model = peft_lora(model)
-    data = tokenize_glue(load_glue(config.task, config.glue_dir), tokenizer, config.task,
+    data = tokenize_glue(load_glue(config.glue_task, config.glue_dir), tokenizer, config.glue_task,
                          config.max_length)
     train = subset(data["train"], config.max_train_samples, config.seed).remove_columns("length")
     val = subset(data["validation"], config.max_eval_samples, 0).remove_columns("length")
@@ -463,10 +546,10 @@ def run_peft_trainer(config: RunConfig) -> dict:
 WHOLE_RUN = {"lora_nb": run_lora_nb, "peft_trainer": run_peft_trainer}
 
 
-def section_whole_run(args: argparse.Namespace, glue_dir: Path) -> dict:
-    """Section 5: whole runs per seed, the two pipelines alternating which goes first."""
+def measure_whole_run(args, device, results, glue_dir) -> dict:
+    """Whole runs per seed, the two pipelines alternating which goes first."""
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(REAL_MODEL))
-    tokenize_glue(load_glue("sst2", glue_dir), tokenizer, "sst2", args.length)  # fill the cache
+    tokenize_glue(load_glue(get_task("sst2"), glue_dir), tokenizer, get_task("sst2"), args.length)  # fill the cache
     runs: dict[str, list[dict]] = {p: [] for p in WHOLE_RUN}
     with tempfile.TemporaryDirectory(prefix="lora_nb_bench_", dir=args.tmp_dir) as tmp:
         for seed in tqdm(range(args.seeds), desc="whole runs", leave=False):
@@ -486,12 +569,32 @@ def section_whole_run(args: argparse.Namespace, glue_dir: Path) -> dict:
     }
 
 
-def section_ceiling(args: argparse.Namespace, device: torch.device, train: dict | None) -> dict:
-    """Section 6: the matmul ceiling and each training setting's FLOP/s as a fraction of it."""
+def table_whole_run(result: dict) -> Table:
+    rows = [[p, x["seed"], x["wall_s"], x["best_accuracy"]]
+            for p, r in result["pipelines"].items() for x in r["runs"]]
+    rows += [[p, "median", r["median_wall_s"], r["median_best_accuracy"]]
+             for p, r in result["pipelines"].items()]
+    return (f"5. whole run: {json.dumps(result['settings'])}",
+            ["pipeline", "seed", "wall s", "best accuracy"], rows)
+
+
+def goals_whole_run(result: dict) -> dict[str, dict]:
+    p = result["pipelines"]
+    goals = {"whole run lora_nb/(peft+Trainer) wall time": ratio(
+        [x["wall_s"] for x in p["lora_nb"]["runs"]], [x["wall_s"] for x in p["peft_trainer"]["runs"]])}
+    for pipeline, label in (("lora_nb", "lora_nb"), ("peft_trainer", "peft+Trainer")):
+        acc = [x["best_accuracy"] for x in p[pipeline]["runs"]]
+        goals[f"best accuracy {label}"] = {"median": median(acc), "min": min(acc), "max": max(acc)}
+    return goals
+
+
+# 6. the matmul ceiling
+def measure_ceiling(args, device, results, glue_dir) -> dict:
+    """The matmul ceiling and each training setting of section 1 as a fraction of it."""
     size = args.matmul_size or (8192 if device.type == "cuda" else 2048)
     ceiling = matmul_ceiling(device, size, args.warmup, max(args.steps, 5))
     out: dict = {"matmul": ceiling, "train_step": {}}
-    for name, result in (train or {}).items():
+    for name, result in results.get("train_step", {}).items():
         config = model_config(name)
         out["train_step"][name] = {}
         for setting, stats in result["settings"].items():
@@ -505,96 +608,38 @@ def section_ceiling(args: argparse.Namespace, device: torch.device, train: dict 
     return out
 
 
-# ---------------------------------------------------------------- report
+def table_ceiling(result: dict) -> Table:
+    m = result["matmul"]
+    rows = [[name, s, v["flops_per_step"] / 1e9, v["flops_per_s"] / 1e9, v["fraction_of_ceiling"]]
+            for name, r in result["train_step"].items() for s, v in r.items()]
+    return (f"6. matmul ceiling ({m['size']}³ {m['dtype']}): {m['median_s'] * 1000:.4g} ms, "
+            f"{m['flops_per_s'] / 1e9:.4g} GFLOP/s; training steps against it",
+            ["model", "setting", "GFLOP/step", "achieved GFLOP/s", "fraction of ceiling"], rows)
 
 
-def goal_ratios(results: dict) -> dict[str, dict]:
-    """The ratios the optimisation work aims at, from the sections that ran."""
-    goals: dict[str, dict] = {}
-    for name, r in results.get("train_step", {}).items():
-        t = {s: v["times_s"] for s, v in r["settings"].items()}
-        goals[f"{name}: lora/peft step time"] = ratio(t["lora"], t["peft"])
-        goals[f"{name}: lora/full step time"] = ratio(t["lora"], t["full"])
-    for name, r in results.get("memory", {}).items():
-        if {"lora", "full"} <= set(r):
-            goals[f"{name}: lora/full peak memory"] = single(
-                r["lora"]["peak_bytes"] / r["full"]["peak_bytes"])
-            goals[f"{name}: lora/full training memory (peak - after build)"] = single(
-                r["lora"]["training_bytes"] / max(r["full"]["training_bytes"], 1))
-    for name, r in results.get("inference", {}).items():
-        goals[f"{name}: merged/base inference latency"] = ratio(
-            r["lora_merged"]["times_s"], r["base"]["times_s"])
-    if "epoch" in results:
-        v = results["epoch"]["variants"]
-        goals["epoch time padded/(dynamic+grouped)"] = single(
-            v["padded"]["wall_s"] / v["dynamic_grouped"]["wall_s"])
-    for name, r in results.get("ceiling", {}).get("train_step", {}).items():
-        lora = r["lora"]
-        goals[f"{name}: lora step FLOP/s / matmul ceiling"] = {
-            "median": lora["fraction_of_ceiling"], "min": lora["fraction_min"],
-            "max": lora["fraction_max"]}
-    if "whole_run" in results:
-        p = results["whole_run"]["pipelines"]
-        goals["whole run lora_nb/(peft+Trainer) wall time"] = ratio(
-            [x["wall_s"] for x in p["lora_nb"]["runs"]],
-            [x["wall_s"] for x in p["peft_trainer"]["runs"]])
-        for pipeline, label in (("lora_nb", "lora_nb"), ("peft_trainer", "peft+Trainer")):
-            acc = [x["best_accuracy"] for x in p[pipeline]["runs"]]
-            goals[f"best accuracy {label}"] = {"median": median(acc), "min": min(acc),
-                                               "max": max(acc)}
-    return goals
+def goals_ceiling(result: dict) -> dict[str, dict]:
+    return {f"{name}: lora step FLOP/s / matmul ceiling":
+            {"median": r["lora"]["fraction_of_ceiling"], "min": r["lora"]["fraction_min"],
+             "max": r["lora"]["fraction_max"]}
+            for name, r in result["train_step"].items()}
 
 
-def _ms(stats: dict) -> list[float]:
-    return [1000 * stats[k] for k in ("median_s", "min_s", "max_s")]
+SECTIONS: dict[int, Section] = {s.number: s for s in (
+    Section(1, "train_step", measure_train_step, table_train_step, goals_train_step),
+    Section(2, "memory", measure_memory, table_memory, goals_memory),
+    Section(3, "inference", measure_inference, table_inference, goals_inference),
+    Section(4, "epoch", measure_epoch, table_epoch, goals_epoch),
+    Section(5, "whole_run", measure_whole_run, table_whole_run, goals_whole_run),
+    Section(6, "ceiling", measure_ceiling, table_ceiling, goals_ceiling),
+)}
 
 
-def print_section(number: int, results: dict) -> None:
+def print_table(table: Table) -> None:
     """Print one section's table (markdown)."""
-    fmt = {"tablefmt": "github", "floatfmt": ".4g"}
-    if number == 1:
-        rows = [[name, s, r["trainable_parameters"][s], *_ms(v), v["tokens_per_s"]]
-                for name, r in results["train_step"].items() for s, v in r["settings"].items()]
-        head = ["model", "setting", "trainable", "median ms", "min ms", "max ms", "tokens/s"]
-        title = "1. training step (forward + backward + AdamW)"
-    elif number == 2:
-        rows = [[name, s, v["peak_bytes"] / MiB, v["after_build_bytes"] / MiB,
-                 v["training_bytes"] / MiB]
-                for name, r in results["memory"].items() for s, v in r.items()]
-        head = ["model", "setting", "peak MiB", "after build MiB", "training MiB"]
-        title = "2. peak memory (own process each)"
-    elif number == 3:
-        rows = [[name, v, *_ms(s), s["tokens_per_s"]]
-                for name, r in results["inference"].items() for v, s in r.items()]
-        head = ["model", "variant", "median ms", "min ms", "max ms", "tokens/s"]
-        title = "3. inference latency (eval, no_grad)"
-    elif number == 4:
-        e = results["epoch"]
-        rows = [[v, s["steps"], s["tokens"], s["real_tokens"], 100 * s["padding_fraction"],
-                 s["wall_s"], s["tokens_per_s"]] for v, s in e["variants"].items()]
-        head = ["variant", "steps", "tokens (with padding)", "real tokens", "padding %",
-                "wall s", "real tokens/s"]
-        title = (f"4. one LoRA epoch, {e['examples']} SST-2 examples, batch {e['batch']}, "
-                 f"max length {e['max_length']} ({REAL_MODEL})")
-    elif number == 5:
-        w = results["whole_run"]
-        rows = [[p, x["seed"], x["wall_s"], x["best_accuracy"]]
-                for p, r in w["pipelines"].items() for x in r["runs"]]
-        rows += [[p, "median", r["median_wall_s"], r["median_best_accuracy"]]
-                 for p, r in w["pipelines"].items()]
-        head = ["pipeline", "seed", "wall s", "best accuracy"]
-        title = f"5. whole run: {json.dumps(w['settings'])}"
-    else:
-        c = results["ceiling"]
-        m = c["matmul"]
-        rows = [[name, s, v["flops_per_step"] / 1e9, v["flops_per_s"] / 1e9,
-                 v["fraction_of_ceiling"]]
-                for name, r in c["train_step"].items() for s, v in r.items()]
-        head = ["model", "setting", "GFLOP/step", "achieved GFLOP/s", "fraction of ceiling"]
-        title = (f"6. matmul ceiling ({m['size']}³ {m['dtype']}): {m['median_s'] * 1000:.4g} ms, "
-                 f"{m['flops_per_s'] / 1e9:.4g} GFLOP/s; training steps against it")
+    title, head, rows = table
     print(f"\n## {title}\n")
-    print(tabulate(rows, head, **fmt) if rows else "(no training steps: section 1 did not run)")
+    print(tabulate(rows, head, tablefmt="github", floatfmt=".4g") if rows
+          else "(no training steps: section 1 did not run)")
 
 
 # ---------------------------------------------------------------- command line
@@ -622,7 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lora_nb.bench",
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--sections", type=_csv(int, SECTIONS), default=list(SECTIONS),
+    p.add_argument("--sections", type=_csv(int, tuple(SECTIONS)), default=list(SECTIONS),
                    help="comma-separated sections to run")
     p.add_argument("--models", type=_csv(str, MODELS), default=["roberta-base-shape", "minilm"],
                    help="models for sections 1, 2, 3 and 6")
@@ -633,7 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_count(1), default=5, help="measured steps per setting")
     p.add_argument("--threads", type=_count(0), default=0,
                    help="torch CPU threads; 0: torch's default")
-    p.add_argument("--memory-settings", type=_csv(str, SETTINGS), default=list(SETTINGS),
+    p.add_argument("--memory-settings", type=_csv(str, SETTINGS), default=["lora", "peft", "full"],
                    help="settings measured in section 2")
     p.add_argument("--memory-steps", type=_count(1), default=2,
                    help="steps after warm-up (section 2)")
@@ -686,20 +731,13 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"environment": environment(device), "args": vars(args)}
     print(f"# lora_nb benchmark — {results['environment']['device']}, "
           f"{torch.get_num_threads()} threads, batch {args.batch} × length {args.length}")
-    runners = {
-        1: ("train_step", lambda: section_train_step(args, device)),
-        2: ("memory", lambda: section_memory(args)),
-        3: ("inference", lambda: section_inference(args, device)),
-        4: ("epoch", lambda: section_epoch(args, device, glue_dir)),
-        5: ("whole_run", lambda: section_whole_run(args, glue_dir)),
-        6: ("ceiling", lambda: section_ceiling(args, device, results.get("train_step"))),
-    }
+    results["ratios"] = {}
     for number in sorted(set(args.sections)):
-        key, fn = runners[number]
-        results[key] = fn()
-        print_section(number, results)
+        section = SECTIONS[number]
+        results[section.key] = section.measure(args, device, results, glue_dir)
+        print_table(section.table(results[section.key]))
+        results["ratios"].update(section.goals(results[section.key]))
         sys.stdout.flush()
-    results["ratios"] = goal_ratios(results)
     print("\n## goals (ratios of medians; min/max over interleaved pairs)\n")
     print(tabulate([[g, r["median"], r["min"], r["max"]] for g, r in results["ratios"].items()],
                    ["goal", "median", "min", "max"], tablefmt="github", floatfmt=".4g"))

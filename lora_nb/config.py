@@ -6,25 +6,23 @@ command line (`python -m lora_nb.train`) and the sweep all use these field names
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .glue import TASKS, get_task, local_splits, resolve_glue_dir
+from .glue import TASKS, Task, get_task, local_splits, resolve_glue_dir
 from .lora import TARGET_PATTERNS, LoRAConfig
-from .modes import ADAPTER_METHODS, METHODS
+from .methods import ADAPTER_METHODS, METHODS
+from .paper import reference_rows
 
-REFERENCE_DIR = Path(__file__).parent / "reference"
 POOLINGS = ("cls", "mean")
 
 
 def _paper_lora_hparams() -> dict[str, tuple[int, int, float]]:
     """Table 9, RoBERTa-base LoRA: (batch size, epochs, learning rate) per task. All tasks share
     AdamW, a linear schedule with warmup ratio 0.06, r = 8, α = 8 on Wq and Wv, max length 512."""
-    with open(REFERENCE_DIR / "paper_table9_roberta_base_lora.csv", newline="") as f:
-        return {row["task"]: (int(row["batch_size"]), int(row["epochs"]), float(row["learning_rate"]))
-                for row in csv.DictReader(f)}
+    return {row["task"]: (int(row["batch_size"]), int(row["epochs"]), float(row["learning_rate"]))
+            for row in reference_rows("table9")}
 
 
 PAPER_LORA_HPARAMS = _paper_lora_hparams()
@@ -128,9 +126,14 @@ class RunConfig:
             raise ValueError(f"unknown run parameter(s) {unknown}; known: {sorted(known)}")
         return cls(**d)
 
+    @property
+    def glue_task(self) -> Task:
+        """The GLUE task this run trains on."""
+        return get_task(self.task)
+
     def validate(self) -> "RunConfig":
         """Refuse bad input with a message naming the parameter, before anything is loaded."""
-        get_task(self.task)
+        self.glue_task
         if self.method not in METHODS:
             raise ValueError(f"method: unknown {self.method!r}; choose from {METHODS}")
         defaults = RunConfig()
@@ -169,7 +172,7 @@ class RunConfig:
             raise ValueError(f"mixed_precision: one of auto, no, bf16, fp16; got {self.mixed_precision!r}")
         glue_dir = resolve_glue_dir(self.glue_dir)
         if glue_dir is not None:
-            local_splits(get_task(self.task), glue_dir)
+            local_splits(self.glue_task, glue_dir)
         if self.init_adapter and not Path(self.init_adapter).is_file():
             raise FileNotFoundError(f"init_adapter: no adapter file at {self.init_adapter}")
         return self

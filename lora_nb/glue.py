@@ -57,6 +57,7 @@ TASKS: dict[str, Task] = {
 
 
 def get_task(name: str) -> Task:
+    """The task called `name`; the one place a task name is looked up."""
     if name not in TASKS:
         raise ValueError(f"task: unknown {name!r}; choose from {sorted(TASKS)}")
     return TASKS[name]
@@ -87,9 +88,9 @@ def local_splits(task: Task, glue_dir: Path) -> dict[str, Path]:
     return {s: p for s, p in files.items() if p.is_file()}
 
 
-def load_glue(task_name: str, glue_dir: str | os.PathLike | None = None) -> datasets.DatasetDict:
-    """Train and validation splits of a GLUE task, from a local directory or the Hub."""
-    task = get_task(task_name)
+def load_glue(task: Task, glue_dir: str | os.PathLike | None = None) -> datasets.DatasetDict:
+    """Train and validation splits of a GLUE task (`get_task(name)`), from a local directory or
+    the Hub."""
     local = resolve_glue_dir(glue_dir)
     if local is not None:
         files = {s: str(p) for s, p in local_splits(task, local).items()}
@@ -104,14 +105,13 @@ def _tokenizer_key(tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 def tokenize_glue(
-    raw: datasets.DatasetDict, tokenizer: PreTrainedTokenizerBase, task_name: str, max_length: int
+    raw: datasets.DatasetDict, tokenizer: PreTrainedTokenizerBase, task: Task, max_length: int
 ) -> datasets.DatasetDict:
     """Tokenise every split without padding (batches are padded per batch).
 
     `datasets.map` caches the result on disk under a fingerprint of (split, tokenizer vocabulary,
     task, max length): a second run of the same task tokenises nothing.
     """
-    task = get_task(task_name)
     first, second = task.text_keys
     label_dtype = "float32" if task.is_regression else "int64"
 

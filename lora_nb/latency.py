@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import gc
 import json
 import os
@@ -50,7 +49,8 @@ from torch import nn
 
 from .bottleneck import AdapterConfig, adapter_modules
 from .lora import LoRAConfig, lora_layers, merge_lora
-from .modes import prepare_model
+from .methods import prepare_model
+from .paper import reference_rows
 
 # ---------------------------------------------------------------- what is measured
 
@@ -66,8 +66,7 @@ METHOD_LABELS = {
 # The paper's Table 1 column at batch 1 × 128 (GPT-2 medium, Quadro RTX8000), in ms.
 def _paper_table1() -> dict[str, float]:
     """Table 1's batch 1 × 128 row (GPT-2 medium on an RTX8000), from the reference CSV."""
-    with open(Path(__file__).parent / "reference" / "paper_table1_gpt2.csv", newline="") as f:
-        return {row["method"]: float(row["latency_ms"]) for row in csv.DictReader(f)}
+    return {row["method"]: float(row["latency_ms"]) for row in reference_rows("table1")}
 
 
 PAPER_TABLE1 = _paper_table1()
@@ -93,15 +92,11 @@ SHAPE_NOTE = ("Measured on the CPU. The paper's setting is batch 1 × 128 tokens
               "reasonable time.")
 
 
-def _tiny(config_cls_name: str) -> nn.Module:
-    """A 2-layer hidden-32 classifier with random weights (tests; as tests/conftest.py's TINY)."""
-    import transformers
-    from transformers import AutoModelForSequenceClassification
+def _tiny(kind: str) -> nn.Module:
+    """A 2-layer hidden-32 classifier with random weights (tests)."""
+    from .models import from_config, tiny_config
 
-    config = getattr(transformers, config_cls_name)(
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=37, num_labels=2)
-    return AutoModelForSequenceClassification.from_config(config)
+    return from_config(tiny_config(kind))
 
 
 def _minilm() -> nn.Module:
@@ -113,18 +108,17 @@ def _minilm() -> nn.Module:
 
 def _roberta_base_shape() -> nn.Module:
     """RoBERTa-base's shape with random weights (timing only, no download)."""
-    from transformers import AutoModelForSequenceClassification, RobertaConfig
+    from .models import from_config, roberta_base_config
 
-    config = RobertaConfig(max_position_embeddings=514, type_vocab_size=1, num_labels=2)
-    return AutoModelForSequenceClassification.from_config(config)
+    return from_config(roberta_base_config())
 
 
 # name -> (builder, longest input its position embeddings allow)
 MODELS: dict[str, tuple[Callable[[], nn.Module], int]] = {
     "minilm": (_minilm, 512),
     "roberta-base-shape": (_roberta_base_shape, 512),
-    "tiny-bert": (lambda: _tiny("BertConfig"), 512),  # for tests
-    "tiny-roberta": (lambda: _tiny("RobertaConfig"), 512),  # for tests
+    "tiny-bert": (lambda: _tiny("bert"), 512),  # for tests
+    "tiny-roberta": (lambda: _tiny("roberta"), 512),  # for tests
 }
 
 

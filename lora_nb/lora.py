@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,12 @@ class LoRAConfig:
             raise ValueError(f"alpha: must be > 0, got {self.alpha!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: must lie in [0, 1), got {self.dropout!r}")
+
+    def same_update(self, other: LoRAConfig) -> bool:
+        """Whether `other` describes the same ΔW = B A · α/r: the same targets, r and α. The one
+        rule for "is this the same adapter" (checkpoints, `prepare_model`); dropout acts only
+        while training, so it may differ (`set_lora_dropout` changes it)."""
+        return (self.targets, self.r, self.alpha) == (other.targets, other.r, other.alpha)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -173,6 +179,17 @@ def add_lora(
 def get_lora_config(model: nn.Module) -> LoRAConfig | None:
     """The `LoRAConfig` that `add_lora` injected into `model`, or None."""
     return getattr(model, "lora_config", None)
+
+
+def set_lora_dropout(model: nn.Module, p: float) -> nn.Module:
+    """Set the dropout on every LoRA layer's input to `p` (a training setting; ΔW is unchanged)."""
+    config = get_lora_config(model)
+    if config is None:
+        raise ValueError("set_lora_dropout: this model has no LoRA layers")
+    model.lora_config = replace(config, dropout=p)  # validates p
+    for layer in lora_layers(model).values():
+        layer.lora_dropout = nn.Dropout(p) if p > 0 else nn.Identity()
+    return model
 
 
 def merge_lora(model: nn.Module) -> nn.Module:

@@ -23,6 +23,32 @@ from transformers import (
 OFFLINE_ALIASES = ("all-MiniLM-L6-v2", "minilm")
 
 
+def roberta_base_config(num_labels: int = 2) -> PretrainedConfig:
+    """RoBERTa-base's shape without a download: its config.json is `RobertaConfig()` with 514
+    positions and one token type (neither holds LoRA or head parameters). The one definition
+    the parameter counts, benchmarks, latency, the GPU check and the tests share."""
+    from transformers import RobertaConfig
+
+    return RobertaConfig(max_position_embeddings=514, type_vocab_size=1, num_labels=num_labels)
+
+
+def tiny_config(kind: str = "roberta", num_labels: int = 2, **overrides) -> PretrainedConfig:
+    """A 2-layer, hidden-32 BERT or RoBERTa configuration (random weights; tests and dry runs)."""
+    from transformers import BertConfig, RobertaConfig
+
+    classes = {"roberta": RobertaConfig, "bert": BertConfig}
+    if kind not in classes:
+        raise ValueError(f"kind: unknown {kind!r}; choose from {sorted(classes)}")
+    settings = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=37, num_labels=num_labels)
+    return classes[kind](**{**settings, **overrides})
+
+
+def from_config(config: PretrainedConfig) -> PreTrainedModel:
+    """A sequence classifier with random weights from `config`."""
+    return AutoModelForSequenceClassification.from_config(config)
+
+
 def resolve_model(name: str) -> str:
     """A loadable model reference: the packaged folder for an alias, else `name` unchanged."""
     if name in OFFLINE_ALIASES:

@@ -19,7 +19,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from .claims import INCONCLUSIVE, MARGIN, NOT_REPRODUCED, REPRODUCED
-from .results import METHOD_LABELS, REFERENCE_DIR, TASK_LABELS
+from .paper import reference_table
+from .results import METHOD_LABELS, TASK_LABELS
 
 sns.set_theme(context="notebook", style="whitegrid")
 plt.rcParams["svg.hashsalt"] = "lora-nb"  # the same figure gives the same SVG, run after run
@@ -123,7 +124,7 @@ def rank_curves(t6: pd.DataFrame, model: str, path=None) -> plt.Figure:
     """Table 6 as curves: validation accuracy vs rank r per weight type (the paper's order: Wq;
     Wq,Wv; Wq,Wk,Wv,Wo), ours (median over seeds, bar ± one std) beside the paper's GPT-3
     MultiNLI numbers (different model and scale: compare shapes, not levels)."""
-    paper = pd.read_csv(REFERENCE_DIR / "paper_table6_gpt3.csv")
+    paper = reference_table("table6")
     paper = paper[paper["dataset"] == "MultiNLI"].melt(
         id_vars="weight_type", value_vars=["r1", "r2", "r4", "r8", "r64"], var_name="r", value_name="median")
     paper = paper.assign(r=paper["r"].str[1:].astype(int), std=np.nan)

@@ -4,7 +4,7 @@ beside them. `make report` ends here.
 
 What a page must not show, and how it is kept off (`page_problems` checks the result):
 
-- stderr, warnings, progress bars: every report kernel (`execute_notebook`) first runs
+- stderr, warnings, progress bars: every report kernel (`execute_page`) first runs
   `KERNEL_SETUP`: tqdm.auto settles on plain tqdm, switched off by TQDM_DISABLE (no widget bar,
   no "IProgress not found" warning), library logging quiet, then `setup_kernel`;
 - the rendering machine's folders: notebook parameters are repository-relative paths, and any
@@ -30,7 +30,8 @@ import nbformat
 import numpy as np
 import pandas as pd
 
-from .adapter import publish_lora_tensors
+from .checkpoint import publish_lora_tensors
+from .notebook_run import execute_notebook
 from .rundir import REPO_ROOT, display_path, find_adapter, find_records
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -144,7 +145,7 @@ def figure_title(fig) -> str:
 def setup_kernel() -> None:
     """Make a notebook kernel render report pages: no progress bars or tqdm notebook warning,
     DataFrames without their index and rounded (`frame_html`), and every matplotlib figure's
-    title as the alt text of its image (PNG output metadata ``alt``). `execute_notebook` runs
+    title as the alt text of its image (PNG output metadata ``alt``). `execute_page` runs
     it first in every report kernel; a notebook may call it itself."""
     warnings.filterwarnings("ignore", message="IProgress not found")
     for key, value in QUIET_ENV.items():
@@ -235,15 +236,9 @@ def render_html(notebook: Path, html: Path) -> Path:
     return Path(html)
 
 
-def execute_notebook(notebook: Path, output: Path, parameters: dict | None = None) -> Path:
-    """Execute `notebook` with papermill (from the repository root) into `output`, in a kernel
-    set up by `setup_kernel`."""
-    import papermill
-
-    papermill.execute_notebook(
-        str(notebook), str(output), parameters=parameters or {}, cwd=str(REPO_ROOT), progress_bar=False,
-        kernel_name="python3", extra_arguments=[f"--IPKernelApp.exec_lines={KERNEL_SETUP}"])
-    return Path(output)
+def execute_page(notebook: Path, output: Path, parameters: dict | None = None) -> Path:
+    """Execute a report notebook into `output`, in a kernel set up by `setup_kernel`."""
+    return execute_notebook(notebook, output, parameters, setup=KERNEL_SETUP)
 
 
 _MACHINE_PATH = re.compile(r"(?<![\w.~-])/(?:root|home|tmp|work|Users|private|var/folders)/")
@@ -369,8 +364,8 @@ def _parameter_path(path: Path) -> str:
 
 
 def has_subspace_runs(runs_dir: str | os.PathLike) -> bool:
-    """Whether `runs_dir` holds what the §7 page needs (`analysis.subspace_runs`)."""
-    from .analysis import subspace_runs
+    """Whether `runs_dir` holds what the §7 page needs (`subspace.subspace_runs`)."""
+    from .subspace import subspace_runs
 
     try:
         subspace_runs(runs_dir)
@@ -408,7 +403,7 @@ def build_report(runs_dir: str | os.PathLike, figures_dir: str | os.PathLike = R
     problems = {}
     with tempfile.TemporaryDirectory(prefix="lora_nb_report_") as executed:
         for name, html, extra in pages:
-            out = execute_notebook(NOTEBOOKS / f"{name}.ipynb", Path(executed) / f"{name}.ipynb", {**params, **extra})
+            out = execute_page(NOTEBOOKS / f"{name}.ipynb", Path(executed) / f"{name}.ipynb", {**params, **extra})
             page = render_html(out, report_dir / html)
             written.append(page)
             problems.update({f"{html}: {p}": None for p in page_problems(page.read_text(encoding="utf-8"))})

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from . import claims
+from .paper import reference_table
 from .rundir import find_records
 
-REFERENCE_DIR = Path(__file__).parent / "reference"
 METHOD_LABELS = {"lora": "LoRA", "full": "FT", "bitfit": "BitFit", "head": "Head only",
                  "houlsby": "AdptH", "pfeiffer": "AdptP"}
 TASK_LABELS = {"mnli": "MNLI", "sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA", "qnli": "QNLI",
@@ -143,8 +143,8 @@ def format_params(n: float) -> str:
 def table2_display(t2: pd.DataFrame, model: str) -> pd.DataFrame:
     """Wide Table 2: our rows (one per method) above the paper's RoBERTa-base rows (± its
     standard deviations where the paper gives them). "Avg." is over the tasks shown."""
-    paper = pd.read_csv(REFERENCE_DIR / "paper_table2_roberta_base.csv")
-    std = pd.read_csv(REFERENCE_DIR / "paper_table2_std.csv")
+    paper = reference_table("table2")
+    std = reference_table("table2_std")
     tasks = [t for t in TASK_LABELS if t in set(t2["task"])]
     avg = f"Avg. ({len(tasks)} tasks)"
     rows = []
@@ -181,11 +181,11 @@ def table6_display(t6: pd.DataFrame, model: str) -> pd.DataFrame:
         rows.append({"source": f"ours ({model})", "weight type": wt,
                      **{f"r={r}": _cell(sub.at[r, "median"], sub.at[r, "std"]) if r in sub.index else ""
                         for r in ranks}})
-    paper = pd.read_csv(REFERENCE_DIR / "paper_table6_gpt3.csv")
+    paper = reference_table("table6")
     for _, p in paper[paper["dataset"] == "MultiNLI"].iterrows():
         rows.append({"source": "paper (GPT-3 175B)", "weight type": p["weight_type"],
                      **{f"r={r}": f"{p[f'r{r}']:.1f}" for r in ranks if f"r{r}" in p}})
-    course = pd.read_csv(REFERENCE_DIR / "seed_reproduction_tn292.csv")
+    course = reference_table("course_table6")
     course = course[course["table"] == 6]
     parsed = course["setting"].str.extract(r"^(?P<wt>\S+) r(?P<r>\d+)$")
     for wt in parsed["wt"].unique():
@@ -207,7 +207,7 @@ def table5(df: pd.DataFrame) -> pd.DataFrame:
     if budget.empty:
         return pd.DataFrame(columns=["task", "weight_type", "r", "median", "std", "seeds", "paper"])
     out = budget.groupby(["task", "weight_type", "r"]).apply(_summary, include_groups=False).reset_index()
-    paper = pd.read_csv(REFERENCE_DIR / "paper_table5_gpt3.csv")
+    paper = reference_table("table5")
     paper = paper[paper["dataset"] == "MultiNLI"].set_index("weight_type")["value"]
     out["paper"] = out["weight_type"].map(paper)
     order = {w: i for i, w in enumerate(paper.index)}
@@ -270,10 +270,10 @@ def claims_summary(comparisons: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
     """The claims table: claim, the paper's evidence, ours (differences with 95% intervals),
     verdict — all from `claims.decide`'s comparisons and the reference CSVs."""
     verdicts = claims.claim_verdicts(comparisons)
-    paper2 = pd.read_csv(REFERENCE_DIR / "paper_table2_roberta_base.csv").set_index("method")
-    t6 = pd.read_csv(REFERENCE_DIR / "paper_table6_gpt3.csv")
+    paper2 = reference_table("table2").set_index("method")
+    t6 = reference_table("table6")
     t6 = t6[t6["dataset"] == "MultiNLI"].set_index("weight_type")
-    t5 = pd.read_csv(REFERENCE_DIR / "paper_table5_gpt3.csv")
+    t5 = reference_table("table5")
     t5 = t5[t5["dataset"] == "MultiNLI"].set_index("weight_type")["value"]
     tasks = [t for t in TASK_LABELS if len(df) and t in set(df[df["tags"].map(lambda x: "table2" in x)]["task"])]
     avg = lambda m: f"{paper2.loc[m, tasks].mean():.1f}" if tasks else "n/a"
@@ -356,7 +356,7 @@ def deviations(df: pd.DataFrame) -> pd.DataFrame:
     done = df[(df["status"] == "completed") & df["tags"].map(lambda t: "budget" not in t)]
     if done.empty:
         return pd.DataFrame(columns=["setting", "paper (RoBERTa-base, Table 9)", "ours"])
-    t9 = pd.read_csv(REFERENCE_DIR / "paper_table9_roberta_base_lora.csv").set_index("task")
+    t9 = reference_table("table9").set_index("task")
     tasks = [t for t in TASK_LABELS if t in set(done["task"])]
     per_task = lambda col, fmt=str: "; ".join(
         f"{TASK_LABELS[t]} {_values(done[done['task'] == t][col], fmt)}" for t in tasks)

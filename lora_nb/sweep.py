@@ -24,7 +24,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .config import RunConfig, paper_config
-from .modes import METHODS
+from .methods import METHODS
+from .notebook_run import execute_notebook
 from .rundir import (ADAPTER_FILE, COMPLETED, FAILED, REPO_ROOT, find_records, read_record,
                      write_record)
 
@@ -328,18 +329,13 @@ def execute_setting(setting: Setting, notebook: Path = TRAIN_NOTEBOOK,
                     gpu: int | None = None) -> list[Outcome]:
     """Execute the training notebook once for every seed of a setting; record a failure the
     notebook couldn't. One outcome per seed."""
-    import papermill
-
     runs_dir = Path(setting.runs[0].config.output_dir).parent
     params = {**setting.config.to_dict(), "seeds": list(setting.seeds), "progress": False,
               "cuda_visible_devices": gpu}
     start = time.perf_counter()
     cause = ""
     try:
-        papermill.execute_notebook(
-            str(notebook), str(_log_path(runs_dir, setting.setting_id)), parameters=params,
-            progress_bar=False, cwd=str(REPO_ROOT), kernel_name="python3",
-        )
+        execute_notebook(notebook, _log_path(runs_dir, setting.setting_id), params)
     except Exception as err:  # a failing run is recorded; the sweep goes on
         cause = (f"{err.ename}: {err.evalue}" if hasattr(err, "ename")  # PapermillExecutionError
                  else f"{type(err).__name__}: {err}")

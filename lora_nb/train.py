@@ -28,14 +28,14 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup, set_seed
 
-from .adapter import load_adapter, save_adapter
+from .checkpoint import load_adapter, save_adapter
 from .config import RunConfig, paper_config
-from .glue import get_task, load_glue, make_dataloader, subset, tokenize_glue
+from .glue import Task, load_glue, make_dataloader, subset, tokenize_glue
 from .lora import merge_lora, unmerge_lora
 from .machine import cpu_count, device_name, git_commit, peak_memory_bytes, versions
 from .metrics import glue_metric
 from .models import load_model, load_model_config, max_model_length
-from .modes import count_parameters, prepare_model
+from .methods import count_parameters, prepare_model
 from .rundir import (ADAPTER_FILE, COMPLETED, FAILED, RECORD_FILE, RUNNING, read_record, repo_path,
                      write_record)
 
@@ -78,13 +78,13 @@ def prepare_run_dir(config: RunConfig) -> Path:
 
 
 @torch.no_grad()
-def evaluate(model, loader, task_name: str, accelerator: Accelerator, progress: bool,
+def evaluate(model, loader, task: Task, accelerator: Accelerator, progress: bool,
              outputs: dict | None = None) -> dict:
     """Metrics of `model` on one split, with the LoRA weights merged (§4.1). When `outputs` is
     given, the predictions and labels (in the loader's order) are stored in it, for paired
     comparisons between runs."""
-    is_regression = get_task(task_name).is_regression
-    metric = glue_metric(task_name)
+    is_regression = task.is_regression
+    metric = glue_metric(task.name)
     model.eval()
     merge_lora(accelerator.unwrap_model(model))
     all_preds, all_refs = [], []
@@ -177,7 +177,7 @@ def seed_config(config: RunConfig, seed: int) -> RunConfig:
 def run(config: RunConfig, progress: bool = True) -> dict:
     """Fine-tune one model on one GLUE task as `config` says; return the run record."""
     config.validate()
-    task = get_task(config.task)
+    task = config.glue_task
     model_config = load_model_config(config.model, task.num_labels)
     if config.max_length > max_model_length(model_config):
         raise ValueError(
@@ -232,7 +232,7 @@ def _train(config, task, model_config, accelerator, run_dir, record, progress) -
     record["parameters"] = counts.to_dict()
 
     with accelerator.main_process_first():
-        data = tokenize_glue(load_glue(task.name, config.glue_dir), tokenizer, task.name,
+        data = tokenize_glue(load_glue(task, config.glue_dir), tokenizer, task,
                              config.max_length)
     train_ds = subset(data["train"], config.max_train_samples, config.seed)
     eval_splits = {s: subset(data[s], config.max_eval_samples, 0) for s in task.eval_splits if s in data}
@@ -265,7 +265,7 @@ def _train(config, task, model_config, accelerator, run_dir, record, progress) -
         """Evaluate every split, keep the best evaluation's adapter (§5.1), write the record."""
         t0 = time.perf_counter()
         outputs = {s: {} for s in eval_loaders}
-        scores = {s: evaluate(model, l, task.name, accelerator, progress, outputs[s])
+        scores = {s: evaluate(model, l, task, accelerator, progress, outputs[s])
                   for s, l in eval_loaders.items()}
         primary = scores[task.eval_splits[0]][task.primary_metric]
         seconds = time.perf_counter() - t0

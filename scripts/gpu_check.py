@@ -18,7 +18,7 @@ Parts (``--parts``, default all):
 4. a projection of the ``paper`` preset's GPU-hours from parts 1 and 2.
 
 Only ``lora_nb``'s torch-only modules are needed for parts 1, 2 and 4 (``lora_nb.lora``,
-``lora_nb.modes``); when ``datasets`` is missing the package is imported without running its
+``lora_nb.methods``); when ``datasets`` is missing the package is imported without running its
 ``__init__``, and Table 9 is read from the package's CSV. Writes Markdown to ``--out`` and JSON
 beside it (``.json``), and prints the Markdown.
 """
@@ -26,7 +26,6 @@ beside it (``.json``), and prints the Markdown.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import gc
 import json
@@ -99,7 +98,7 @@ PAD_ID = 1  # RoBERTa's pad id (harmless for the BERT-shaped tiny model)
 
 
 def import_lora_nb() -> bool:
-    """Make ``lora_nb.lora`` and ``lora_nb.modes`` importable; True if the whole package imports.
+    """Make ``lora_nb.lora`` and ``lora_nb.methods`` importable; True if the whole package imports.
 
     The package's ``__init__`` imports ``lora_nb.config`` → ``lora_nb.glue`` → ``datasets``.
     When that fails, an empty package module pointing at the source folder stands in for it, so
@@ -121,11 +120,11 @@ def paper_grid() -> tuple[dict[str, tuple[int, int, float]], int, str]:
         from lora_nb.config import FULL_FT_EPOCHS, PAPER_LORA_HPARAMS
         return dict(PAPER_LORA_HPARAMS), FULL_FT_EPOCHS, "lora_nb.config.PAPER_LORA_HPARAMS"
     except ImportError:
-        path = REPO / "lora_nb" / "reference" / "paper_table9_roberta_base_lora.csv"
-        with open(path, newline="") as f:
-            grid = {r["task"]: (int(r["batch_size"]), int(r["epochs"]), float(r["learning_rate"]))
-                    for r in csv.DictReader(f)}
-        source = f"{path.relative_to(REPO)} (lora_nb.config not importable)"
+        from lora_nb.paper import table_path, reference_rows
+
+        grid = {r["task"]: (int(r["batch_size"]), int(r["epochs"]), float(r["learning_rate"]))
+                for r in reference_rows("table9")}
+        source = f"{table_path('table9').relative_to(REPO)} (lora_nb.config not importable)"
         return grid, FULL_FT_EPOCHS_FALLBACK, source
 
 
@@ -261,20 +260,20 @@ def make_batch(lengths: np.ndarray, vocab_size: int, num_labels: int, device: to
 def model_config(tiny: bool):
     """RoBERTa-base's shape (its config.json: `RobertaConfig()` with 514 positions, one token
     type), or with --tiny a 2-layer hidden-32 RoBERTa with a 1000-token vocabulary."""
-    from transformers import RobertaConfig
+    from lora_nb.models import roberta_base_config, tiny_config
+
     if tiny:
-        return RobertaConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2,
-                             num_attention_heads=2, intermediate_size=64,
-                             max_position_embeddings=514, type_vocab_size=1, num_labels=2)
-    return RobertaConfig(max_position_embeddings=514, type_vocab_size=1, num_labels=2)
+        return tiny_config(vocab_size=1000, intermediate_size=64, max_position_embeddings=514,
+                           type_vocab_size=1)
+    return roberta_base_config()
 
 
 def build_model(tiny: bool, method: str, seed: int = 0) -> torch.nn.Module:
-    """A random-weight classifier prepared by ``lora_nb.modes.prepare_model`` for `method`:
+    """A random-weight classifier prepared by ``lora_nb.methods.prepare_model`` for `method`:
     ``lora`` (r = 8, α = 8 on Wq, Wv; Table 9) or ``full``."""
     from transformers import AutoModelForSequenceClassification
     from lora_nb.lora import LoRAConfig
-    from lora_nb.modes import prepare_model
+    from lora_nb.methods import prepare_model
 
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_config(model_config(tiny))

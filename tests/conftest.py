@@ -16,39 +16,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from transformers import (  # noqa: E402
-    AutoModelForSequenceClassification,
-    BertConfig,
-    RobertaConfig,
-)
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from lora_nb.lora import LoRALinear, lora_layers  # noqa: E402
-from lora_nb.models import resolve_model  # noqa: E402
+from lora_nb.models import from_config, resolve_model, roberta_base_config, tiny_config  # noqa: E402
 
 hf_logging.set_verbosity_error()
 
-TINY = dict(
-    vocab_size=100,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=37,
-    num_labels=3,
-)
-TINY_LAYERS, TINY_D, TINY_FF, TINY_LABELS = 2, 32, 37, 3
-
-# roberta-base's config.json (RobertaConfig() defaults differ only in the position and
-# token-type embedding sizes, which hold no LoRA or head parameters).
-ROBERTA_BASE = dict(max_position_embeddings=514, type_vocab_size=1, num_labels=2)
-ROBERTA_BASE_LAYERS, ROBERTA_BASE_D = 12, 768
+TINY_LAYERS, TINY_D, TINY_FF, TINY_LABELS, TINY_VOCAB = 2, 32, 37, 3, 100
+ROBERTA_BASE_LAYERS, ROBERTA_BASE_D = 12, 768  # lora_nb.models.roberta_base_config()
 
 
 def build_tiny(kind: str, seed: int = 0) -> torch.nn.Module:
     """A tiny random sequence classifier (eval mode), the same weights for the same seed."""
-    config_cls = {"roberta": RobertaConfig, "bert": BertConfig}[kind]
     torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_config(config_cls(**TINY))
+    model = from_config(tiny_config(kind, num_labels=TINY_LABELS))
     return model.eval()
 
 
@@ -99,6 +81,8 @@ def minilm_template() -> torch.nn.Module:
     """The real all-MiniLM-L6-v2 (BERT, 6 layers, d = 384) with a new 2-label head. Never mutate
     it: use the `minilm` fixture, a deep copy."""
     torch.manual_seed(0)
+    from transformers import AutoModelForSequenceClassification
+
     model = AutoModelForSequenceClassification.from_pretrained(resolve_model("minilm"), num_labels=2)
     return model.eval()
 
@@ -114,10 +98,10 @@ def roberta_base_lora() -> torch.nn.Module:
     paper's GLUE setting r = 8, α = 8 on Wq, Wv. Built once (a few seconds); read it, don't
     change it."""
     from lora_nb.lora import LoRAConfig
-    from lora_nb.modes import prepare_model
+    from lora_nb.methods import prepare_model
 
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_config(RobertaConfig(**ROBERTA_BASE))
+    model = from_config(roberta_base_config())
     return prepare_model(model, "lora", LoRAConfig(targets=("q", "v"), r=8, alpha=8))
 
 
@@ -125,7 +109,7 @@ def roberta_base_lora() -> torch.nn.Module:
 def batch() -> dict[str, torch.Tensor]:
     """Four sequences of nine token ids (no special ids 0-2), the last one padded by three."""
     gen = torch.Generator().manual_seed(1234)
-    input_ids = torch.randint(3, TINY["vocab_size"], (4, 9), generator=gen)
+    input_ids = torch.randint(3, TINY_VOCAB, (4, 9), generator=gen)
     attention_mask = torch.ones_like(input_ids)
     attention_mask[-1, -3:] = 0
     input_ids[-1, -3:] = 1  # RoBERTa's pad id, a harmless id for BERT

@@ -46,7 +46,7 @@ def test_no_import_cycles_among_modules():
 
 
 def test_the_lora_core_imports_with_torch_alone():
-    code = ("import sys, lora_nb, lora_nb.lora, lora_nb.modes, lora_nb.adapter, lora_nb.bottleneck, "
+    code = ("import sys, lora_nb, lora_nb.lora, lora_nb.methods, lora_nb.checkpoint, lora_nb.bottleneck, lora_nb.paper, "
             "lora_nb.rundir; print(','.join(m for m in %r if m in sys.modules))" % (HEAVY,))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"the LoRA core loaded {out.stdout.strip()}"

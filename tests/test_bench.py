@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from lora_nb.bench import SETTINGS, flops_per_step, main, model_config
 
@@ -68,7 +69,8 @@ def test_bench_tiny_sections(tmp_path):
 
     ratios = data["ratios"]
     for goal in ("tiny: lora/peft step time", "tiny: lora/full step time",
-                 "tiny: merged/base inference latency", "tiny: lora step FLOP/s / matmul ceiling"):
+                 "tiny: merged/base inference latency", "tiny: lora step FLOP/s / matmul ceiling",
+                 "tiny: lora/peft step time, dropout 0.1"):
         r = ratios[goal]
         assert 0 < r["min"] <= r["max"] and r["median"] > 0
 
@@ -100,3 +102,16 @@ def test_profile_prints_where_a_lora_step_spends_its_time(capsys):
     assert main(["--models", "tiny", "--profile", "--batch", "2", "--length", "8", "--steps", "1"]) == 0
     out = capsys.readouterr().out
     assert "Self CPU" in out and "aten::" in out
+
+
+def test_dropout_settings_set_lora_dropout_in_both_libraries():
+    from lora_nb.bench import DROPOUT, build_model, prepare_setting
+
+    ours = prepare_setting(build_model("tiny"), "lora_dropout")
+    theirs = prepare_setting(build_model("tiny"), "peft_dropout")
+    ours_p = {m.p for n, m in ours.named_modules() if n.endswith("lora_dropout")}
+    theirs_p = {m.p for n, m in theirs.named_modules()
+                if isinstance(m, torch.nn.Dropout) and ".lora_dropout." in f"{n}."}
+    assert ours_p == theirs_p == {DROPOUT}
+    plain = prepare_setting(build_model("tiny"), "lora")
+    assert not any(isinstance(m, torch.nn.Dropout) for n, m in plain.named_modules() if "lora" in n)

@@ -1,5 +1,5 @@
 """Bottleneck adapters (lora_nb.bottleneck) and the adapter methods ``houlsby``/``pfeiffer`` of
-lora_nb.modes: identity at initialisation, placement, parameter counts (the paper's AdptD
+lora_nb.methods: identity at initialisation, placement, parameter counts (the paper's AdptD
 budgets), what trains, checkpoints, and the refusals."""
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ import pytest
 import torch
 from safetensors import safe_open
 from torch import nn
-from transformers import AutoModelForSequenceClassification, RobertaConfig
 
-from conftest import ROBERTA_BASE, TINY_D, TINY_LAYERS, build_tiny, logits
-from lora_nb import modes
-from lora_nb.adapter import load_adapter, lora_state_dict, read_adapter, save_adapter
+from conftest import TINY_D, TINY_LAYERS, build_tiny, logits
+from lora_nb import methods
+from lora_nb.checkpoint import load_adapter, trained_state_dict, read_adapter, save_adapter
 from lora_nb.bottleneck import (
     AdapterConfig,
     Bottleneck,
@@ -26,8 +25,9 @@ from lora_nb.bottleneck import (
     is_adapter_parameter,
     remove_adapters,
 )
+from lora_nb.models import from_config, roberta_base_config
 from lora_nb.lora import TARGET_PATTERNS, LoRAConfig
-from lora_nb.modes import count_parameters, prepare_model
+from lora_nb.methods import count_parameters, prepare_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -63,7 +63,7 @@ def simulate_training(model: nn.Module, seed: int = 3) -> None:
 def meta_roberta_base() -> nn.Module:
     """RoBERTa-base on the meta device: shapes only, built in milliseconds."""
     with torch.device("meta"):
-        return AutoModelForSequenceClassification.from_config(RobertaConfig(**ROBERTA_BASE))
+        return from_config(roberta_base_config())
 
 
 # --- the module ----------------------------------------------------------------------------------
@@ -207,8 +207,8 @@ def test_roberta_base_counts(config, expected):
 
 
 def test_roberta_base_adapter_counts_table(monkeypatch):
-    monkeypatch.setattr(modes, "_roberta_base", meta_roberta_base)
-    lines = modes.roberta_base_adapter_counts().splitlines()
+    monkeypatch.setattr(methods, "_roberta_base", meta_roberta_base)
+    lines = methods.roberta_base_adapter_counts().splitlines()
     assert lines[0].startswith("| adapter | adapter params (formula) | measured |")
     assert lines[2:] == [
         "| houlsby m=8 | 313,536 | 313,536 | 38,400 | 351,936 |",
@@ -271,7 +271,7 @@ def test_checkpoint_round_trip(kind, config, batch, tmp_path):
         keys = set(f.keys())
     names = [n for n, _ in trained.named_parameters()]
     assert keys == {n for n in names if ".adapter." in n or "LayerNorm" in n or n.startswith(HEAD[kind])}
-    assert keys == set(lora_state_dict(trained))
+    assert keys == set(trained_state_dict(trained))
 
     load_adapter(fresh, path)
     assert get_adapter_config(fresh) == config
@@ -285,7 +285,7 @@ def test_include_head_false_loads_adapters_and_layer_norms(tmp_path):
     trained = prepare_model(copy.deepcopy(base), "houlsby", adapter=AdapterConfig("houlsby", 4))
     simulate_training(trained)
     path = save_adapter(trained, tmp_path / "mnli.safetensors")
-    body = set(lora_state_dict(trained, include_head=False))
+    body = set(trained_state_dict(trained, include_head=False))
     assert body and all(".adapter." in k or "LayerNorm" in k for k in body)
     target = copy.deepcopy(base)
     own_head = {n: p.detach().clone() for n, p in target.named_parameters() if n.startswith(HEAD["bert"])}

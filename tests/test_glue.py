@@ -15,10 +15,10 @@ LOCAL_TASKS = ["sst2", "mrpc", "cola", "stsb", "mnli", "qqp"]
 @pytest.mark.parametrize("task", LOCAL_TASKS)
 def test_each_local_task_tokenises_with_its_columns_and_labels(task, minilm_tokenizer):
     spec = get_task(task)
-    raw = load_glue(task, GLUE_DIR)
+    raw = load_glue(get_task(task), GLUE_DIR)
     for key in filter(None, spec.text_keys):
         assert key in raw["train"].column_names
-    data = tokenize_glue(raw, minilm_tokenizer, task, max_length=64)
+    data = tokenize_glue(raw, minilm_tokenizer, get_task(task), max_length=64)
     assert set(data) >= {"train", spec.eval_splits[0]}
     train = data["train"]
     assert {"input_ids", "attention_mask", "labels", "length"} <= set(train.column_names)
@@ -40,10 +40,10 @@ def test_all_eight_tasks_are_registered():
 
 
 def test_second_tokenisation_hits_the_cache(minilm_tokenizer):
-    raw = load_glue("mrpc", GLUE_DIR)
-    first = tokenize_glue(raw, minilm_tokenizer, "mrpc", max_length=96)
+    raw = load_glue(get_task("mrpc"), GLUE_DIR)
+    first = tokenize_glue(raw, minilm_tokenizer, get_task("mrpc"), max_length=96)
     with mock.patch.object(type(minilm_tokenizer), "__call__", side_effect=AssertionError("tokenised again")):
-        second = tokenize_glue(load_glue("mrpc", GLUE_DIR), minilm_tokenizer, "mrpc", max_length=96)
+        second = tokenize_glue(load_glue(get_task("mrpc"), GLUE_DIR), minilm_tokenizer, get_task("mrpc"), max_length=96)
     assert second["train"]["input_ids"][:5] == first["train"]["input_ids"][:5]
     assert second["train"].cache_files
 
@@ -52,27 +52,27 @@ def test_missing_task_or_split_lists_what_the_directory_holds(tmp_path):
     (tmp_path / "sst2").mkdir()
     (tmp_path / "sst2" / "train.parquet").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match=r"no rte/\{train,validation\}.*holds: sst2/train.parquet"):
-        load_glue("rte", tmp_path)
+        load_glue(get_task("rte"), tmp_path)
     with pytest.raises(FileNotFoundError, match=r"no sst2/\{validation\}"):
-        load_glue("sst2", tmp_path)
+        load_glue(get_task("sst2"), tmp_path)
     with pytest.raises(FileNotFoundError, match="is not a directory"):
-        load_glue("sst2", tmp_path / "nowhere")
+        load_glue(get_task("sst2"), tmp_path / "nowhere")
 
 
 def test_glue_dir_from_environment(monkeypatch):
     monkeypatch.setenv("LORA_NB_GLUE_DIR", str(GLUE_DIR))
-    assert len(load_glue("mrpc")["validation"]) == 408
+    assert len(load_glue(get_task("mrpc"))["validation"]) == 408
 
 
 def test_subset_is_deterministic_per_seed(minilm_tokenizer):
-    train = tokenize_glue(load_glue("mrpc", GLUE_DIR), minilm_tokenizer, "mrpc", 64)["train"]
+    train = tokenize_glue(load_glue(get_task("mrpc"), GLUE_DIR), minilm_tokenizer, get_task("mrpc"), 64)["train"]
     a, b, c = subset(train, 50, seed=1), subset(train, 50, seed=1), subset(train, 50, seed=2)
     assert len(a) == 50 and a["input_ids"] == b["input_ids"] and a["input_ids"] != c["input_ids"]
     assert subset(train, None, 0) is train and subset(train, 10**9, 0) is train
 
 
 def test_batches_are_padded_dynamically(minilm_tokenizer):
-    data = tokenize_glue(load_glue("sst2", GLUE_DIR), minilm_tokenizer, "sst2", 128)
+    data = tokenize_glue(load_glue(get_task("sst2"), GLUE_DIR), minilm_tokenizer, get_task("sst2"), 128)
     train = subset(data["train"], 256, 0)
     lengths = train["length"]
     for grouped in (False, True):
@@ -91,7 +91,7 @@ def test_batches_are_padded_dynamically(minilm_tokenizer):
 
 
 def test_length_grouping_wastes_less_padding(minilm_tokenizer):
-    data = tokenize_glue(load_glue("sst2", GLUE_DIR), minilm_tokenizer, "sst2", 128)
+    data = tokenize_glue(load_glue(get_task("sst2"), GLUE_DIR), minilm_tokenizer, get_task("sst2"), 128)
     train = subset(data["train"], 1024, 0)
     tokens = {g: sum(b["input_ids"].numel() for b in make_dataloader(train, minilm_tokenizer, 16, train=True, group_by_length=g))
               for g in (False, True)}

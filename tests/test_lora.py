@@ -19,6 +19,7 @@ from lora_nb.lora import (
     get_lora_config,
     lora_layers,
     merge_lora,
+    set_lora_dropout,
     unmerge_lora,
 )
 
@@ -395,3 +396,14 @@ def test_injected_layers_keep_the_model_mode(batch):
     in_training = build_tiny("bert").train()
     add_lora(in_training, ("q", "v"))
     assert all(layer.training for layer in lora_layers(in_training).values())
+
+
+def test_set_lora_dropout_needs_lora_layers_and_a_valid_p():
+    model = build_tiny("roberta")
+    with pytest.raises(ValueError, match="no LoRA layers"):
+        set_lora_dropout(model, 0.1)
+    add_lora(model, ("q",), r=2)
+    with pytest.raises(ValueError, match=r"dropout: must lie in \[0, 1\)"):
+        set_lora_dropout(model, 1.5)
+    set_lora_dropout(model, 0.1)
+    assert all(layer.lora_dropout.p == 0.1 for layer in lora_layers(model).values())

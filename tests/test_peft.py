@@ -15,7 +15,7 @@ from peft.tuners.lora import LoraLayer  # noqa: E402
 
 from conftest import build_tiny, logits, randomize_lora  # noqa: E402
 from lora_nb.lora import LoRAConfig, lora_layers, merge_lora  # noqa: E402
-from lora_nb.modes import count_parameters, prepare_model  # noqa: E402
+from lora_nb.methods import count_parameters, prepare_model  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

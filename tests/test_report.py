@@ -116,7 +116,7 @@ def _tiny_notebook(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("page")
-    executed = report.execute_notebook(_tiny_notebook(tmp / "tiny.ipynb"), tmp / "tiny.out.ipynb",
+    executed = report.execute_page(_tiny_notebook(tmp / "tiny.ipynb"), tmp / "tiny.out.ipynb",
                                        {"label": "A falling line"})
     html = report.render_html(executed, tmp / "tiny.html").read_text(encoding="utf-8")
     return nbformat.read(executed, as_version=4), html
@@ -197,7 +197,7 @@ def _run(runs: Path, run_id: str, record: dict, adapter: float | None) -> None:
 
 
 def _published(path: Path) -> dict:
-    from lora_nb.adapter import read_adapter
+    from lora_nb.checkpoint import read_adapter
 
     return read_adapter(path)[0]
 

@@ -8,7 +8,7 @@ from accelerate import Accelerator
 
 from conftest import GLUE_DIR
 from lora_nb import RunConfig, load_adapter, run
-from lora_nb.adapter import read_adapter
+from lora_nb.checkpoint import read_adapter
 from lora_nb.rundir import ADAPTER_FILE
 from lora_nb.glue import load_glue, make_dataloader, subset, tokenize_glue
 from lora_nb.models import load_model, load_model_config
@@ -53,9 +53,9 @@ def test_adapter_reloads_to_the_same_validation_metric(mrpc_run):
     assert meta["epoch"] == record["best_epoch"] and meta["lora_config"]["r"] == 8
     model, tokenizer = load_model(cfg.model, load_model_config(cfg.model, 2))
     load_adapter(model, f"{cfg.output_dir}/{ADAPTER_FILE}")
-    data = tokenize_glue(load_glue("mrpc", GLUE_DIR), tokenizer, "mrpc", cfg.max_length)
+    data = tokenize_glue(load_glue(cfg.glue_task, GLUE_DIR), tokenizer, cfg.glue_task, cfg.max_length)
     loader = make_dataloader(subset(data["validation"], 96, 0), tokenizer, 64, train=False)
-    scores = evaluate(model, loader, "mrpc", Accelerator(), progress=False)
+    scores = evaluate(model, loader, cfg.glue_task, Accelerator(), progress=False)
     assert scores["accuracy"] == pytest.approx(record["best_metric"], abs=1e-9)
 
 

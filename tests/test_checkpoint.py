@@ -1,4 +1,4 @@
-"""Adapter checkpoints (lora_nb.adapter): only what was trained, plus the LoRA configuration."""
+"""Adapter checkpoints (lora_nb.checkpoint): only what was trained, plus the LoRA configuration."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import torch
 from safetensors import safe_open
 
 from conftest import TINY_LAYERS, build_tiny, logits, randomize_lora
-from lora_nb.adapter import (
+from lora_nb.checkpoint import (
     load_adapter,
-    load_lora_state_dict,
-    lora_state_dict,
+    load_trained_state_dict,
+    trained_state_dict,
     read_adapter,
     save_adapter,
 )
 from lora_nb.lora import LoRAConfig, add_lora, get_lora_config, lora_layers
-from lora_nb.modes import count_parameters, prepare_model
+from lora_nb.methods import count_parameters, prepare_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -92,7 +92,7 @@ def test_metadata_holds_config_method_and_extras(tmp_path):
     assert meta["lora_config"] == {"targets": ["q", "v"], "r": 4, "alpha": 8, "dropout": 0.1}
     assert meta["method"] == "lora"
     assert (meta["task"], meta["seed"], meta["scores"]) == ("mrpc", 3, [0.5, 0.75])
-    for k, v in lora_state_dict(trained).items():
+    for k, v in trained_state_dict(trained).items():
         assert torch.equal(state[k], v)
 
 
@@ -155,13 +155,25 @@ def test_matching_config_on_an_injected_model_loads(batch, tmp_path):
     assert torch.equal(logits(model.eval(), batch), logits(trained, batch))
 
 
+def test_an_adapter_loads_into_a_model_with_another_lora_dropout(batch, tmp_path):
+    """Dropout is not part of the rule (`LoRAConfig.same_update`): a model set up to train on
+    with dropout 0.1 loads an adapter trained without it, and the model keeps its dropout."""
+    base = build_tiny("roberta")
+    trained = trained_copy(base, "lora", LoRAConfig(("q", "v"), r=4, alpha=8))
+    path = save_adapter(trained, tmp_path / "a.safetensors")
+    model = prepare_model(copy.deepcopy(base), "lora", LoRAConfig(("q", "v"), r=4, alpha=8, dropout=0.1))
+    load_adapter(model, path)
+    assert get_lora_config(model).dropout == 0.1
+    assert torch.equal(logits(model.eval(), batch), logits(trained, batch))
+
+
 def test_state_dict_with_unknown_key_raises():
     model = build_tiny("roberta")
     add_lora(model, ("q",), r=2)
     state = {"roberta.encoder.layer.0.attention.self.key.lora_A": torch.zeros(2, 32)}
     with pytest.raises(ValueError, match=r"adapter holds 1 tensor\(s\) this model lacks, e\.g\. "
                                          r"\['roberta\.encoder\.layer\.0\.attention\.self\.key\.lora_A'\]"):
-        load_lora_state_dict(model, state)
+        load_trained_state_dict(model, state)
 
 
 def test_adapter_of_another_model_raises(tmp_path):
@@ -178,7 +190,7 @@ def test_shape_mismatch_raises_and_loads_nothing():
     before = model.get_parameter(good).detach().clone()
     state = {good: torch.ones(32, 2), "classifier.out_proj.weight": torch.zeros(5, 32)}
     with pytest.raises(ValueError, match=r"'classifier\.out_proj\.weight' has shape \(5, 32\), the model \(3, 32\)"):
-        load_lora_state_dict(model, state)
+        load_trained_state_dict(model, state)
     assert torch.equal(model.get_parameter(good), before)
 
 
@@ -202,7 +214,7 @@ def test_include_head_false_loads_only_lora_matrices(tmp_path):
         else:  # head and base weights untouched
             assert torch.equal(p, own[n]), n
     assert not hasattr(target, "training_method")
-    assert set(lora_state_dict(trained, include_head=False)) == {
+    assert set(trained_state_dict(trained, include_head=False)) == {
         n for n in trained_params if n.endswith((".lora_A", ".lora_B"))
     }
 

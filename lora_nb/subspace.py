@@ -14,7 +14,7 @@
 - The runs (`subspace_runs`): the Wq,Wv adapters of the Table 6 runs, from a sweep's runs
   folder or the committed reference run (`report/records` + `report/adapters`).
 
-Everything is computed in float64 numpy. Adapter files are those of `lora_nb.adapter`.
+Everything is computed in float64 numpy. Adapter files are those of `lora_nb.checkpoint`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .adapter import read_adapter
+from .checkpoint import read_adapter
 from .lora import TARGET_PATTERNS, LoRALinear
 from .rundir import display_path, find_adapter
 
@@ -520,9 +520,9 @@ def subspace_claims(runs: dict, amp: pd.DataFrame | None = None, weight_types: I
 def paper_table7() -> pd.DataFrame:
     """The paper's Table 7 (GPT-3 175B, layer 48, Wq), one row per r: ``r, proj_delta, proj_w,
     proj_random, w_norm, delta_norm, amplification`` (source: lora_nb/reference/SOURCES.md)."""
-    from .results import REFERENCE_DIR
+    from .paper import reference_table
 
-    paper = pd.read_csv(REFERENCE_DIR / "paper_table7_gpt3.csv")
+    paper = reference_table("table7")
     return paper.assign(amplification=paper["delta_norm"] / paper["proj_delta"])
 
 

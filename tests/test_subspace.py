@@ -1,4 +1,4 @@
-"""Tests of lora_nb.analysis (paper §7.2-7.3) on matrices with known answers."""
+"""Tests of lora_nb.subspace (paper §7.2-7.3) on matrices with known answers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lora_nb import claims
-from lora_nb.analysis import (
+from lora_nb.subspace import (
     adapter_matrices,
     amplification,
     amplification_comparison,

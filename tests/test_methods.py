@@ -1,29 +1,28 @@
-"""Training modes and parameter counts (lora_nb.modes): which parameters train for each method of
+"""Training methods and parameter counts (lora_nb.methods): which parameters train for each method of
 paper Table 2, and the "# Trainable Parameters" column."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModel, AutoModelForSequenceClassification, BertConfig, RobertaConfig
+from transformers import AutoModel
 
 from conftest import (
-    ROBERTA_BASE,
     ROBERTA_BASE_D,
     ROBERTA_BASE_LAYERS,
-    TINY,
     TINY_D,
     TINY_FF,
     TINY_LABELS,
     TINY_LAYERS,
     build_tiny,
 )
-from lora_nb.lora import LoRAConfig, lora_layers
-from lora_nb.modes import METHODS, count_parameters, prepare_model
+from lora_nb.models import from_config, roberta_base_config, tiny_config
+from lora_nb.lora import LoRAConfig, get_lora_config, lora_layers
+from lora_nb.methods import METHODS, count_parameters, prepare_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# The head, written out independently of lora_nb.modes.
+# The head, written out independently of lora_nb.methods.
 HEAD = {"roberta": ("classifier.",), "bert": ("classifier.", "bert.pooler.")}
 
 
@@ -184,7 +183,7 @@ def test_roberta_base_lora_count_is_294912(roberta_base_lora):
 def _meta_roberta_base():
     """RoBERTa-base on the meta device: shapes only, built in milliseconds."""
     with torch.device("meta"):
-        return AutoModelForSequenceClassification.from_config(RobertaConfig(**ROBERTA_BASE))
+        return from_config(roberta_base_config())
 
 
 @pytest.mark.parametrize(
@@ -231,11 +230,11 @@ def test_lora_config_with_another_method_raises(tiny_roberta, method):
     assert lora_layers(tiny_roberta) == {}
 
 
-@pytest.mark.parametrize("config_cls", [RobertaConfig, BertConfig])
+@pytest.mark.parametrize("kind", ["roberta", "bert"])
 @pytest.mark.parametrize("method", METHODS)
-def test_model_without_a_head_raises(config_cls, method):
+def test_model_without_a_head_raises(kind, method):
     torch.manual_seed(0)
-    encoder = AutoModel.from_config(config_cls(**TINY))  # bare encoder: pooler, no classifier
+    encoder = AutoModel.from_config(tiny_config(kind, num_labels=TINY_LABELS))  # bare encoder: pooler, no classifier
     assert any(n.startswith("pooler.") for n, _ in encoder.named_parameters())
     with pytest.raises(ValueError, match="has no classification head.*AutoModelForSequenceClassification"):
         prepare_model(encoder, method)
@@ -246,3 +245,21 @@ def test_default_lora_config_is_r8_alpha8_on_q_v(tiny_roberta):
     layers = lora_layers(tiny_roberta)
     assert {n.rsplit(".", 1)[-1] for n in layers} == {"query", "value"}
     assert all(layer.r == 8 and layer.scaling == 1.0 for layer in layers.values())
+
+
+def test_one_rule_for_the_same_lora_targets_r_and_alpha_not_dropout(tiny_roberta):
+    """`LoRAConfig.same_update` is the rule `prepare_model` and `load_adapter` share: a model
+    with LoRA at dropout 0.1 prepared again at dropout 0 keeps its matrices and changes only
+    the dropout; another r is refused."""
+    prepare_model(tiny_roberta, "lora", LoRAConfig(("q", "v"), r=4, dropout=0.1))
+    layer = next(iter(lora_layers(tiny_roberta).values()))
+    a = layer.lora_A.detach().clone()
+    assert isinstance(layer.lora_dropout, torch.nn.Dropout)
+    prepare_model(tiny_roberta, "lora", LoRAConfig(("q", "v"), r=4, dropout=0.0))
+    assert isinstance(layer.lora_dropout, torch.nn.Identity)
+    assert torch.equal(layer.lora_A, a)
+    assert get_lora_config(tiny_roberta) == LoRAConfig(("q", "v"), r=4, dropout=0.0)
+    with pytest.raises(ValueError, match="targets, r and alpha must match"):
+        prepare_model(tiny_roberta, "lora", LoRAConfig(("q", "v"), r=8))
+    assert LoRAConfig(("q", "v"), 4, 8.0, 0.1).same_update(LoRAConfig(("q", "v"), 4, 8.0, 0.0))
+    assert not LoRAConfig(("q", "v"), 4, 8.0).same_update(LoRAConfig(("q", "v"), 4, 16.0))

@@ -26,7 +26,7 @@ from .bottleneck import (
     get_adapter_config,
     is_adapter_parameter,
 )
-from .lora import LoRAConfig, add_lora, get_lora_config, lora_layers
+from .lora import LoRAConfig, add_lora, get_lora_config, lora_layers, set_lora_dropout
 
 METHODS = ("lora", "full", "bitfit", "head", "houlsby", "pfeiffer")
 ADAPTER_METHODS = ("houlsby", "pfeiffer")
@@ -98,8 +98,11 @@ def prepare_model(
         current = get_lora_config(model)
         if current is None:
             add_lora(model, lora.targets, lora.r, lora.alpha, lora.dropout)
-        elif current != lora:
-            raise ValueError(f"model already has LoRA {current}, not the requested {lora}")
+        elif not current.same_update(lora):
+            raise ValueError(f"model already has LoRA {current}, not the requested {lora}: "
+                             "targets, r and alpha must match")
+        elif current.dropout != lora.dropout:
+            set_lora_dropout(model, lora.dropout)
     if method in ADAPTER_METHODS:
         current = get_adapter_config(model)
         if current is None:
@@ -144,11 +147,10 @@ def count_parameters(model: nn.Module) -> ParameterCounts:
 
 
 def _roberta_base():
-    """A RoBERTa-base-shaped classifier with random weights (its config, no download)."""
-    from transformers import AutoModelForSequenceClassification, RobertaConfig
+    """A RoBERTa-base-shaped classifier with random weights (no download)."""
+    from .models import from_config, roberta_base_config
 
-    config = RobertaConfig(max_position_embeddings=514, type_vocab_size=1, num_labels=2)
-    return AutoModelForSequenceClassification.from_config(config)
+    return from_config(roberta_base_config())
 
 
 def roberta_base_lora_counts(ranks=(1, 2, 4, 8, 64),

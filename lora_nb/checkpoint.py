@@ -19,11 +19,11 @@ from torch import nn
 
 from .bottleneck import AdapterConfig, add_adapters, get_adapter_config
 from .lora import LoRAConfig, add_lora, get_lora_config
-from .modes import ADAPTER_METHODS, is_head_parameter, is_lora_parameter, is_trained
+from .methods import ADAPTER_METHODS, is_head_parameter, is_lora_parameter, is_trained
 
 
 
-def lora_state_dict(model: nn.Module, include_head: bool = True) -> dict[str, torch.Tensor]:
+def trained_state_dict(model: nn.Module, include_head: bool = True) -> dict[str, torch.Tensor]:
     """The trained tensors of a model prepared by `prepare_model`: LoRA matrices, the head and,
     for BitFit, the biases; for the adapter methods, adapters, LayerNorms and the head. With
     ``include_head=False``, the LoRA matrices alone, or the adapters and LayerNorms alone."""
@@ -40,7 +40,7 @@ def lora_state_dict(model: nn.Module, include_head: bool = True) -> dict[str, to
     return state
 
 
-def load_lora_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+def load_trained_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Copy `state` into `model`'s parameters. Every key must exist with the same shape."""
     params = dict(model.named_parameters())
     missing = [k for k in state if k not in params]
@@ -72,7 +72,7 @@ def save_adapter(model: nn.Module, path: str | os.PathLike, /, **metadata: objec
         "method": getattr(model, "training_method", "lora"),
         **{k: json.dumps(v) for k, v in metadata.items()},
     }
-    state = {k: v.contiguous() for k, v in lora_state_dict(model).items()}
+    state = {k: v.contiguous() for k, v in trained_state_dict(model).items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=meta)
     os.replace(tmp, path)
@@ -128,7 +128,7 @@ def load_adapter(
         current = get_lora_config(model)
         if current is None:
             add_lora(model, stored.targets, stored.r, stored.alpha, stored.dropout)
-        elif (current.targets, current.r, current.alpha) != (stored.targets, stored.r, stored.alpha):
+        elif not current.same_update(stored):
             raise ValueError(
                 f"adapter {path} was trained with {stored}, the model has {current}: "
                 "targets, r and alpha must match"
@@ -140,14 +140,14 @@ def load_adapter(
         state = {k: v for k, v in state.items() if keep(k)}
     elif meta.get("method") and not hasattr(model, "training_method"):
         model.training_method = meta["method"]
-    load_lora_state_dict(model, state)
+    load_trained_state_dict(model, state)
     return model
 
 
 if __name__ == "__main__":  # the size of a RoBERTa-base adapter file (README)
     import tempfile
 
-    from .modes import _roberta_base, prepare_model
+    from .methods import _roberta_base, prepare_model
     from .rundir import ADAPTER_FILE
 
     with tempfile.TemporaryDirectory() as tmp:
