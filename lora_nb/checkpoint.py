@@ -79,13 +79,18 @@ def save_adapter(model: nn.Module, path: str | os.PathLike, /, **metadata: objec
     return path
 
 
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The metadata of an adapter file (method, configurations), without reading its tensors."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return {k: (json.loads(v) if k != "method" else v) for k, v in meta.items()}
+
+
 def read_adapter(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
     """Tensors and metadata of an adapter file (metadata values JSON-decoded)."""
     with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
         state = {k: f.get_tensor(k) for k in f.keys()}
-    decoded = {k: (json.loads(v) if k != "method" else v) for k, v in meta.items()}
-    return state, decoded
+    return state, read_metadata(path)
 
 
 def publish_lora_tensors(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
@@ -106,9 +111,10 @@ def load_adapter(
     """Load an adapter file into `model`. A base model gets LoRA (or bottleneck adapters)
     injected with the stored configuration; a model that already has them must have the same one.
 
-    ``include_head=False`` loads the LoRA matrices alone (for bottleneck adapters: the adapters
-    and LayerNorms): the paper's protocol for MRPC, RTE and STS-B, whose LoRA modules start from
-    the MNLI checkpoint (Appendix D.1) with a new head.
+    ``include_head=False`` loads everything but the head (the LoRA matrices; the adapters and
+    LayerNorms; for full fine-tuning the whole encoder): the paper's protocol for MRPC, RTE and
+    STS-B, which start from the MNLI checkpoint with a new head (Appendix D.1; for full
+    fine-tuning Liu et al., 2019).
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"adapter file not found: {path}")
@@ -136,8 +142,7 @@ def load_adapter(
     if stored_adapter is not None and get_adapter_config(model) is None:
         add_adapters(model, stored_adapter)
     if not include_head:
-        keep = (lambda k: not is_head_parameter(k)) if stored_adapter is not None else is_lora_parameter
-        state = {k: v for k, v in state.items() if keep(k)}
+        state = {k: v for k, v in state.items() if not is_head_parameter(k)}
     elif meta.get("method") and not hasattr(model, "training_method"):
         model.training_method = meta["method"]
     load_trained_state_dict(model, state)

@@ -12,10 +12,13 @@ from pathlib import Path
 
 from .glue import TASKS, Task, get_task, local_splits, resolve_glue_dir
 from .lora import TARGET_PATTERNS, LoRAConfig
+from .checkpoint import read_metadata
 from .methods import ADAPTER_METHODS, METHODS
 from .paper import reference_rows
 
 POOLINGS = ("cls", "mean")
+# What may start from another run's trained tensors (the paper's MRPC, RTE and STS-B protocol).
+INIT_METHODS = ("lora", "full")
 
 
 def _paper_lora_hparams() -> dict[str, tuple[int, int, float]]:
@@ -65,6 +68,9 @@ class RunConfig:
     # Optimisation (Table 9).
     learning_rate: float = _field(4e-4, "peak learning rate (AdamW, linear schedule)")
     batch_size: int = _field(16, "training batch size per process")
+    global_batch_size: int | None = _field(
+        None, "examples per optimizer step over all processes, reached by gradient accumulation "
+              "(None: batch_size × processes); the authors' scripts: 8 GPUs × batch_size")
     epochs: int = _field(30, "training epochs")
     warmup_ratio: float = _field(0.06, "share of the steps with a linear warm-up")
     weight_decay: float = _field(0.0, "AdamW weight decay (not on biases and LayerNorm)")
@@ -78,7 +84,9 @@ class RunConfig:
     eval_every: int = _field(0, "also evaluate every this many optimizer steps (0: at epoch ends only)")
     glue_dir: str | None = _field(None, "local GLUE folder <dir>/<task>/<split>.parquet "
                                         "(None: $LORA_NB_GLUE_DIR, else the Hub)")
-    init_adapter: str | None = _field(None, "adapter file to start LoRA from (paper App. D.1)")
+    init_adapter: str | None = _field(
+        None, "adapter file to start from, without its head: LoRA from the MNLI LoRA adapter "
+              "(paper App. D.1), full FT from the MNLI fine-tuned model (Liu et al., 2019)")
     # Output and execution.
     output_dir: str = _field("runs/default", "the run folder (record, adapter)")
     overwrite: bool = _field(False, "replace a completed run in output_dir")
@@ -147,8 +155,13 @@ class RunConfig:
                     f"{', '.join(changed)}: {kind} settings do not apply to method {self.method!r}"
                 )
         self.lora, self.adapter  # LoRAConfig / AdapterConfig validate their own fields
-        if self.init_adapter and self.method != "lora":
-            raise ValueError("init_adapter: only method 'lora' starts from an adapter")
+        if self.init_adapter and self.method not in INIT_METHODS:
+            raise ValueError(f"init_adapter: only methods {INIT_METHODS} start from another run")
+        if self.global_batch_size is not None and (
+                isinstance(self.global_batch_size, bool) or not isinstance(self.global_batch_size, int)
+                or self.global_batch_size < 1 or self.global_batch_size % self.batch_size):
+            raise ValueError(f"global_batch_size: must be None or a positive multiple of batch_size "
+                             f"({self.batch_size}), got {self.global_batch_size!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling: one of {POOLINGS}, got {self.pooling!r}")
         if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 0:
@@ -173,8 +186,13 @@ class RunConfig:
         glue_dir = resolve_glue_dir(self.glue_dir)
         if glue_dir is not None:
             local_splits(self.glue_task, glue_dir)
-        if self.init_adapter and not Path(self.init_adapter).is_file():
-            raise FileNotFoundError(f"init_adapter: no adapter file at {self.init_adapter}")
+        if self.init_adapter:
+            if not Path(self.init_adapter).is_file():
+                raise FileNotFoundError(f"init_adapter: no adapter file at {self.init_adapter}")
+            stored = read_metadata(self.init_adapter).get("method")
+            if stored != self.method:
+                raise ValueError(f"init_adapter: {self.init_adapter} was trained with method "
+                                 f"{stored!r}, this run is {self.method!r}")
         return self
 
 

@@ -44,6 +44,20 @@ def tiny_config(kind: str = "roberta", num_labels: int = 2, **overrides) -> Pret
     return classes[kind](**{**settings, **overrides})
 
 
+def save_tiny_model(folder: str | Path, kind: str = "roberta", dropout: float = 0.1) -> Path:
+    """A loadable model folder: a tiny random BERT or RoBERTa encoder with all-MiniLM-L6-v2's tokenizer
+    (its 30,522-token vocabulary, two token types, padding id 0). For dry runs of a preset's
+    whole control flow (``--model <folder>``) and tests; `dropout` 0 makes runs deterministic."""
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("all-MiniLM-L6-v2"))
+    config = tiny_config(kind, vocab_size=tokenizer.vocab_size, type_vocab_size=2, pad_token_id=0,
+                         max_position_embeddings=130, hidden_dropout_prob=dropout,
+                         attention_probs_dropout_prob=dropout)
+    folder = Path(folder)
+    from_config(config).base_model.save_pretrained(folder)  # the encoder alone, as a pretrained checkpoint
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def from_config(config: PretrainedConfig) -> PreTrainedModel:
     """A sequence classifier with random weights from `config`."""
     return AutoModelForSequenceClassification.from_config(config)

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import queue
 import sys
 import threading
@@ -23,7 +24,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .config import RunConfig, paper_config
+from . import estimate
+from .config import PAPER_LORA_HPARAMS, RunConfig, paper_config
 from .methods import METHODS
 from .notebook_run import execute_notebook
 from .rundir import (ADAPTER_FILE, COMPLETED, FAILED, REPO_ROOT, find_records, read_record,
@@ -57,10 +59,16 @@ class Preset:
     task_settings: dict = field(default_factory=dict)  # per task, over `common`
     method_settings: dict = field(default_factory=dict)  # per method, over the task's
     learning_rates: dict = field(default_factory=dict)  # per method; default: paper_config's
+    # Per method: learning rates that each run, the best picked on the validation set (a grid
+    # point's runs get the suffix -lr<rate>); overrides `learning_rates`.
+    learning_rate_grid: dict = field(default_factory=dict)
     cell_settings: dict = field(default_factory=dict)  # per (task, method), over all the above
     # Learning-curve runs: each a dict of RunConfig settings (task, method, learning_rate, ...).
     curves: tuple[dict, ...] = ()
-    paper_protocol: bool = False  # MRPC/RTE/STS-B LoRA start from the MNLI adapter (App. D.1)
+    # Methods whose MRPC, RTE and STS-B runs start from the MNLI run of the same seed (and
+    # learning rate): LoRA from the MNLI adapter (App. D.1), full fine-tuning from the MNLI
+    # fine-tuned model, as the paper's FT numbers (RoBERTa's, Liu et al., 2019) did.
+    start_from_mnli: tuple[str, ...] = ()
     description: str = ""
 
 
@@ -102,6 +110,29 @@ _REFERENCE = dict(
                     "pfeiffer": 1e-3},
     curves=BUDGET_CURVES,
 )
+# The paper preset follows the authors' scripts (microsoft/LoRA examples/NLU/roberta_base_<task>.sh,
+# read for MNLI, MRPC, QNLI, QQP, RTE and STS-B): `torch.distributed.launch` on 8 GPUs with Table 9's
+# batch per GPU, α = 16 (Table 9 says 8), weight decay 0.1, max length 512, warm-up 0.06, Table 9's
+# epochs and rates, MRPC/RTE/STS-B from the MNLI LoRA adapter. Microsoft's SST-2 script was later
+# replaced by another experiment (r = 128); copies of the original in forks run 8 × 16 or 1 × 64 × 2
+# accumulation, both 128. CoLA's script (not in microsoft's repository any more; forks' copies) ran
+# 2 GPUs × 32. The FT baseline is RoBERTa's recipe (Liu et al., 2019, App. C): 10 epochs,
+# weight decay 0.1, learning rate picked from {1e-5, 2e-5, 3e-5} on the validation set,
+# MRPC/RTE/STS-B from the MNLI model; the paper copied those numbers rather than running them.
+SCRIPT_PROCESSES = {"cola": 2}  # other tasks: 8
+_PAPER = dict(
+    model="roberta-base", table2_tasks=("mnli", "sst2", "mrpc", "cola", "qnli", "qqp", "rte", "stsb"),
+    methods=METHODS, seeds=(0, 1, 2, 3, 4), table6_task="mnli", ranks=RANKS,
+    weight_types=WEIGHT_TYPES, table5_cells=TABLE5_CELLS,
+    common=dict(weight_decay=0.1),
+    task_settings={t: dict(global_batch_size=SCRIPT_PROCESSES.get(t, 8) * PAPER_LORA_HPARAMS[t][0])
+                   for t in PAPER_LORA_HPARAMS},
+    # Adapters at Table 2's ≈ 0.3M budget (lora_nb.methods.roberta_base_adapter_counts).
+    method_settings={"lora": dict(alpha=16.0), "full": dict(global_batch_size=None, weight_decay=0.1),
+                     "houlsby": dict(adapter_size=8), "pfeiffer": dict(adapter_size=16)},
+    learning_rate_grid={"full": (1e-5, 2e-5, 3e-5)},
+    start_from_mnli=("lora", "full"),
+)
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke", model="all-MiniLM-L6-v2", table2_tasks=("mrpc",),
@@ -136,13 +167,17 @@ PRESETS: dict[str, Preset] = {
             "on 4 tasks × 6 methods × 3 seeds, Tables 5–6 on MNLI × 3 seeds, and the learning "
             "curves; 200–250 optimizer steps per run, whole validation splits."),
     ),
-    "paper": Preset(
-        name="paper", model="roberta-base",
-        table2_tasks=("mnli", "sst2", "mrpc", "cola", "qnli", "qqp", "rte", "stsb"),
-        methods=METHODS, seeds=(0, 1, 2, 3, 4), table6_task="mnli", ranks=RANKS,
-        weight_types=WEIGHT_TYPES, paper_protocol=True,
-        description="The paper's setting (Table 9) on a GPU with the Hub: roberta-base, 5 seeds.",
-    ),
+    "paper": Preset(**_PAPER, name="paper", description=(
+        "The paper's setting as the authors' scripts ran it, on GPUs with the Hub: roberta-base, "
+        "8 tasks × 6 methods × 5 seeds (FT at 3 learning rates) and Tables 5–6 on MNLI; "
+        "α = 16, weight decay 0.1, the scripts' global batch (8 GPUs × Table 9's batch; "
+        "CoLA 2 × 32) by gradient accumulation on fewer GPUs.")),
+    "paper-table9": Preset(
+        **{**_PAPER, "common": dict(_PAPER["common"], weight_decay=0.0), "task_settings": {},
+           "method_settings": {**_PAPER["method_settings"], "lora": {}}},
+        name="paper-table9", description=(
+            "The paper's setting as Table 9 states it: α = 8, no weight decay, Table 9's batch "
+            "per process and no accumulation; otherwise as the paper preset.")),
 }
 
 
@@ -183,12 +218,14 @@ def build_grid(preset: Preset | str, runs_dir: str | os.PathLike, glue_dir: str 
                model: str | None = None) -> list[RunSpec]:
     """Every run of a preset (Table 2, Tables 6 and 5, curves), each with its own folder. A run
     that two tables share (Table 2's MNLI LoRA is Table 6's Wq,Wv r = 8 cell when their settings
-    agree) runs once and carries both tags."""
+    agree) runs once and carries both tags. Relative `runs_dir` and `glue_dir` are taken from
+    the current folder and made absolute here: the notebooks run from the repository root."""
     if isinstance(preset, str):
         if preset not in PRESETS:
             raise ValueError(f"preset: unknown {preset!r}; choose from {sorted(PRESETS)}")
         preset = PRESETS[preset]
-    runs_dir = Path(runs_dir)
+    runs_dir = Path(runs_dir).expanduser().resolve()
+    glue_dir = str(Path(glue_dir).expanduser().resolve()) if glue_dir else None
     specs: dict[str, RunSpec] = {}
     by_settings: dict[tuple[str, int], str] = {}
 
@@ -216,10 +253,11 @@ def build_grid(preset: Preset | str, runs_dir: str | os.PathLike, glue_dir: str 
 
     for task in preset.table2_tasks:
         for method in preset.methods:
-            depends = None
-            if preset.paper_protocol and method == "lora" and task in ("mrpc", "rte", "stsb"):
-                depends = "t2-mnli-lora"
-            add(f"t2-{task}-{method}", task, method, "table2", depends)
+            starts = method in preset.start_from_mnli and task in ("mrpc", "rte", "stsb")
+            for lr in preset.learning_rate_grid.get(method, (None,)):
+                suffix, extra = (f"-lr{lr:g}", {"learning_rate": lr}) if lr else ("", {})
+                depends = f"t2-mnli-{method}{suffix}" if starts else None
+                add(f"t2-{task}-{method}{suffix}", task, method, "table2", depends, **extra)
     task = preset.table6_task
     for targets in preset.weight_types:
         for r in preset.ranks:
@@ -313,29 +351,66 @@ class Outcome:
     seconds: float = 0.0
 
 
-def _log_path(runs_dir: Path, setting_id: str) -> Path:
-    """Where the executed notebook of a setting goes; an earlier one is kept under a new name."""
+def _log_path(runs_dir: Path, setting_id: str, suffix: str = ".ipynb") -> Path:
+    """Where the executed notebook (or a launch's log) of a setting goes; an earlier one is kept
+    under a new name."""
     folder = runs_dir / "notebooks"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{setting_id}.ipynb"
+    path = folder / f"{setting_id}{suffix}"
     n = 1
     while path.exists():
-        path = folder / f"{setting_id}.{n}.ipynb"
+        path = folder / f"{setting_id}.{n}{suffix}"
         n += 1
     return path
 
 
+def launch_command(config_file: Path, seeds: tuple[int, ...], processes: int) -> list[str]:
+    """`python -m lora_nb.train` on `processes` processes of one machine. torchrun is what
+    `accelerate launch --multi_gpu` runs underneath, and accelerate's `Accelerator` reads its
+    environment; `accelerate launch` itself sends multi-CPU jobs to mpirun, which a CPU test
+    machine lacks, so torchrun starts them in both cases."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={processes}", "-m", "lora_nb.train", "--config", str(config_file),
+            "--seeds", ",".join(map(str, seeds)), "--no-progress"]
+
+
+def _launch(setting: Setting, runs_dir: Path, gpu: int | str | None, processes: int) -> None:
+    """Run a setting's seeds on `processes` processes (`launch_command`), its output in a log
+    beside the executed notebooks; raises when the launch fails."""
+    log = _log_path(runs_dir, setting.setting_id, ".log")
+    config_file = log.with_suffix(".json")
+    config_file.write_text(json.dumps(setting.config.to_dict(), indent=1))
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    else:
+        import torch
+
+        if not torch.cuda.is_available():
+            env["ACCELERATE_USE_CPU"] = "1"  # gloo across CPU processes
+    with open(log, "w") as out:
+        proc = subprocess.run(launch_command(config_file, setting.seeds, processes), cwd=REPO_ROOT,
+                              env=env, stdout=out, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        tail = log.read_text().strip().splitlines()[-3:]
+        raise RuntimeError(f"{processes} processes exited with {proc.returncode}: {' | '.join(tail)}")
+
+
 def execute_setting(setting: Setting, notebook: Path = TRAIN_NOTEBOOK,
-                    gpu: int | None = None) -> list[Outcome]:
-    """Execute the training notebook once for every seed of a setting; record a failure the
-    notebook couldn't. One outcome per seed."""
+                    gpu: int | str | None = None, processes: int = 1) -> list[Outcome]:
+    """Run every seed of a setting: one execution of the training notebook, or with `processes`
+    > 1 one multi-process launch (`launch_command`). Record a failure the run couldn't. One
+    outcome per seed."""
     runs_dir = Path(setting.runs[0].config.output_dir).parent
-    params = {**setting.config.to_dict(), "seeds": list(setting.seeds), "progress": False,
-              "cuda_visible_devices": gpu}
     start = time.perf_counter()
     cause = ""
     try:
-        execute_notebook(notebook, _log_path(runs_dir, setting.setting_id), params)
+        if processes > 1:
+            _launch(setting, runs_dir, gpu, processes)
+        else:
+            params = {**setting.config.to_dict(), "seeds": list(setting.seeds), "progress": False,
+                      "cuda_visible_devices": gpu}
+            execute_notebook(notebook, _log_path(runs_dir, setting.setting_id), params)
     except Exception as err:  # a failing run is recorded; the sweep goes on
         cause = (f"{err.ename}: {err.evalue}" if hasattr(err, "ename")  # PapermillExecutionError
                  else f"{type(err).__name__}: {err}")
@@ -349,7 +424,7 @@ def execute_setting(setting: Setting, notebook: Path = TRAIN_NOTEBOOK,
         reason = (record or {}).get("error") or cause or "not run"
         if record is None or record.get("status") != FAILED:
             if record is None and not cause:
-                reason = "the notebook finished without a record for this seed"
+                reason = "the run finished without a record for this seed"
             Path(spec.config.output_dir).mkdir(parents=True, exist_ok=True)
             write_record(spec.config.output_dir, {**(record or {}), "status": FAILED,
                                                   "error": reason, "config": spec.config.to_dict()})
@@ -371,14 +446,16 @@ def _order(setting: Setting) -> tuple[int, int, float]:
     return table, 0 if decides else 1, -cost
 
 
-def run_sweep(specs: list[RunSpec], workers: int = 1, progress: bool = True) -> list[Outcome]:
+def run_sweep(specs: list[RunSpec], workers: int = 1, progress: bool = True,
+              processes: int = 1) -> list[Outcome]:
     """Run every spec not yet completed, one notebook execution per setting (its seeds together),
     `workers` at a time (one GPU each when there are GPUs, else an equal share of the CPU
-    threads). Returns one outcome per spec."""
+    threads); with `processes` > 1, each setting is one launch on that many processes (GPUs:
+    `processes` each). Returns one outcome per spec."""
     import torch
 
-    if workers < 1:
-        raise ValueError(f"workers: must be >= 1, got {workers}")
+    if workers < 1 or processes < 1:
+        raise ValueError(f"workers and processes: must be >= 1, got {workers} and {processes}")
     outcomes: dict[str, Outcome] = {}
     todo = []
     for spec in specs:
@@ -388,11 +465,14 @@ def run_sweep(specs: list[RunSpec], workers: int = 1, progress: bool = True) -> 
             todo.append(spec)
     settings = group_settings(todo)
     gpus = torch.cuda.device_count()
-    workers = min(workers, gpus) if gpus else workers
-    threads = max(1, (os.cpu_count() or 1) // workers) if not gpus else 0
-    free_gpus: queue.Queue = queue.Queue()
-    for g in range(max(1, workers) if gpus else 0):
-        free_gpus.put(g)
+    if gpus and gpus < processes:
+        raise ValueError(f"processes: {processes} per run, but this machine has {gpus} GPU(s)")
+    workers = min(workers, gpus // processes) if gpus else workers
+    threads = max(1, (os.cpu_count() or 1) // (workers * processes)) if not gpus else 0
+    free_gpus: queue.Queue = queue.Queue()  # per worker: its GPU, or its GPUs "0,1"
+    for w in range(workers if gpus else 0):
+        ids = range(w * processes, (w + 1) * processes)
+        free_gpus.put(w if processes == 1 else ",".join(map(str, ids)))
     lock = threading.Lock()
 
     def work(setting: Setting) -> list[Outcome]:
@@ -403,7 +483,7 @@ def run_sweep(specs: list[RunSpec], workers: int = 1, progress: bool = True) -> 
         gpu = free_gpus.get() if gpus else None
         try:
             cfg = setting.config if gpus else replace(setting.config, num_threads=threads)
-            return execute_setting(replace(setting, config=cfg), gpu=gpu)
+            return execute_setting(replace(setting, config=cfg), gpu=gpu, processes=processes)
         finally:
             if gpu is not None:
                 free_gpus.put(gpu)
@@ -457,6 +537,19 @@ def step_fraction(records: list[dict], wall_seconds: float, cores: int) -> float
     return busy / (wall_seconds * cores)
 
 
+def _estimate(specs: list[RunSpec], glue_dir: str | None, tokens_per_second: float | None) -> str:
+    """`lora_nb.estimate`'s table for a grid, with where its token lengths came from."""
+    from .glue import resolve_glue_dir
+
+    local = resolve_glue_dir(glue_dir)
+    tokenizer, used = estimate.length_tokenizer(specs[0].config.model)
+    max_lengths = {s.config.task: s.config.max_length for s in specs}
+    lengths = estimate.mean_lengths(max_lengths, max_lengths, local, tokenizer)
+    table = estimate.summary(estimate.run_costs(specs, lengths), tokens_per_second)
+    source = f"{used}'s tokenizer on up to {estimate.LENGTH_SAMPLE} training examples per task"
+    return f"{len(specs)} runs; token lengths: {source} in {local or 'no local GLUE folder'}\n{table}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lora_nb.sweep",
                                      description=__doc__.split("\n\n")[0])
@@ -468,18 +561,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="override the preset's model")
     parser.add_argument("--workers", type=int, default=1,
                         help="notebooks run at once (one GPU each, or a share of the CPU threads; default 1)")
+    parser.add_argument("--processes-per-run", type=int, default=1, metavar="N",
+                        help="run each setting on N processes (N GPUs, or N CPU processes with "
+                        "gloo) through torchrun; the global batch is kept by gradient accumulation "
+                        "(default 1: one notebook execution)")
     parser.add_argument("--resume-from", metavar="RECORDS_DIR",
                         help="first restore the committed records (and adapters) of this folder "
                         "into the runs folder, e.g. report/records: only missing runs then run")
     parser.add_argument("--list", action="store_true", help="print the grid and exit")
+    parser.add_argument("--estimate", action="store_true",
+                        help="print runs, optimizer steps and training tokens per task (token "
+                        "lengths from the local GLUE data) and exit")
+    parser.add_argument("--tokens-per-second", type=float, metavar="N",
+                        help="with --estimate: a measured training throughput, for GPU-hours")
     parser.add_argument("--report", action="store_true",
                         help="then execute the analysis notebooks and render the HTML report")
     args = parser.parse_args(argv)
     try:
         if args.workers < 1:
             raise ValueError(f"--workers: must be >= 1, got {args.workers}")
-        runs_dir = Path(args.runs_dir or f"runs/{args.preset}").resolve()
+        if args.processes_per_run < 1:
+            raise ValueError(f"--processes-per-run: must be >= 1, got {args.processes_per_run}")
+        runs_dir = Path(args.runs_dir or f"runs/{args.preset}").expanduser().resolve()
+        if args.tokens_per_second is not None and not args.estimate:
+            raise ValueError("--tokens-per-second: only with --estimate")
         specs = build_grid(args.preset, runs_dir, args.glue_dir, args.model)
+        if args.estimate:
+            print(_estimate(specs, args.glue_dir, args.tokens_per_second))
+            return 0
         if args.resume_from and not args.list:
             print(f"restored {restore_committed(specs, args.resume_from)} committed runs")
         validate_grid(specs)
@@ -493,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{PRESETS[args.preset].description}\n{len(specs)} runs into {args.runs_dir or f'runs/{args.preset}'}")
     start = time.perf_counter()
     try:
-        outcomes = run_sweep(specs, args.workers)
+        outcomes = run_sweep(specs, args.workers, processes=args.processes_per_run)
     except KeyboardInterrupt:
         done = sum((read_record(s.config.output_dir) or {}).get("status") == COMPLETED for s in specs)
         print(f"\ninterrupted: {done} of {len(specs)} runs are complete and kept; "

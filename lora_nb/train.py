@@ -24,7 +24,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup, set_seed
 
@@ -184,14 +184,20 @@ def run(config: RunConfig, progress: bool = True) -> dict:
             f"max_length: {config.max_length} exceeds {config.model}'s limit "
             f"{max_model_length(model_config)}"
         )
+    accelerator = Accelerator(mixed_precision=_mixed_precision(config.mixed_precision))
+    processes = accelerator.num_processes
+    accumulation = gradient_accumulation_steps(config, processes)
+    accelerator.gradient_accumulation_steps = accumulation
     run_dir = prepare_run_dir(config)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    accelerator = Accelerator(mixed_precision=_mixed_precision(config.mixed_precision))
     record: dict = {
         "status": RUNNING, "config": config.to_dict(), "task": task.name,
         "primary_metric": task.primary_metric, "started_at": dt.datetime.now().isoformat(),
         **_environment(accelerator), "epochs": [], "loss_curve": [],
+        "batch": {"per_device": config.batch_size, "processes": processes,
+                  "gradient_accumulation_steps": accumulation,
+                  "global": config.batch_size * processes * accumulation},
     }
     if accelerator.is_main_process:
         write_record(run_dir, record)
@@ -209,6 +215,21 @@ def run(config: RunConfig, progress: bool = True) -> dict:
         if accelerator.is_main_process:
             write_record(run_dir, record)
     return record
+
+
+def gradient_accumulation_steps(config: RunConfig, processes: int) -> int:
+    """Micro-batches per optimizer step that make `config.global_batch_size` on `processes`
+    processes of `config.batch_size` each: the authors' scripts ran 8 GPUs × Table 9's batch, so
+    one GPU needs 8 (App. D; microsoft/LoRA examples/NLU/roberta_base_*.sh)."""
+    if config.global_batch_size is None:
+        return 1
+    per_step = config.batch_size * processes
+    if config.global_batch_size % per_step:
+        raise ValueError(
+            f"global_batch_size: {config.global_batch_size} is not a multiple of batch_size × "
+            f"processes = {config.batch_size} × {processes}; choose a batch_size that divides "
+            f"{config.global_batch_size // math.gcd(config.global_batch_size, processes)}")
+    return config.global_batch_size // per_step
 
 
 def linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float,
@@ -252,7 +273,10 @@ def _train(config, task, model_config, accelerator, run_dir, record, progress) -
          {"params": no_decay, "weight_decay": 0.0}],
         lr=config.learning_rate, fused=accelerator.device.type == "cuda",
     )
-    steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes)
+    # Optimizer steps: the batches each process sees, grouped by gradient accumulation (accelerate
+    # also steps at the end of the data, so an epoch's last group may be short).
+    accumulation = accelerator.gradient_accumulation_steps
+    steps_per_epoch = math.ceil(math.ceil(len(train_loader) / accelerator.num_processes) / accumulation)
     total_steps = config.epochs * steps_per_epoch
     scheduler = linear_schedule(optimizer, total_steps, config.warmup_ratio, accelerator.num_processes)
     model, optimizer, train_loader, scheduler = accelerator.prepare(
@@ -283,33 +307,40 @@ def _train(config, task, model_config, accelerator, run_dir, record, progress) -
         accelerator.print(f"step {step}/{total_steps}  {task.primary_metric} {primary:.4f}"
                           f"{'  (best)' if improved else ''}  {seconds:.1f}s eval")
 
-    log_every = max(1, len(train_loader) // 10)
+    log_every = max(1, steps_per_epoch // 10)  # optimizer steps
     step, tokens, clock = 0, 0, {"train": 0.0, "eval": 0.0}
+    record["lr_curve"] = []
     model.train()
     for epoch in range(1, config.epochs + 1):
-        epoch_loss, window, eval_before = 0.0, [], clock["eval"]
+        epoch_loss, window, window_steps, eval_before = 0.0, [], 0, clock["eval"]
         t0 = time.perf_counter()
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{config.epochs}", leave=False,
                    disable=not progress or not accelerator.is_main_process)
         for batch in bar:
-            loss = model(**batch).loss
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss is {loss.item()} at epoch {epoch}, step {step + 1}: lower "
-                    f"learning_rate (now {config.learning_rate}) or check the data")
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
+            with accelerator.accumulate(model):  # optimizer and scheduler step once per group
+                loss = model(**batch).loss
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"loss is {loss.item()} at epoch {epoch}, step {step + 1}: lower "
+                        f"learning_rate (now {config.learning_rate}) or check the data")
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
             tokens += int(batch["attention_mask"].sum()) * accelerator.num_processes
             window.append(loss.item())
             epoch_loss += window[-1]
-            if len(window) == log_every:
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            window_steps += 1
+            if window_steps == log_every:
                 record["loss_curve"].append([step, sum(window) / len(window)])
+                record["lr_curve"].append([step, scheduler.get_last_lr()[0]])
                 bar.set_postfix(loss=f"{record['loss_curve'][-1][1]:.4f}")
-                window = []
+                window, window_steps = [], 0
             if config.eval_every and step % config.eval_every == 0 and step % steps_per_epoch:
                 evaluate_now(epoch, step)
         epoch_seconds = time.perf_counter() - t0
@@ -348,6 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lora_nb.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--paper", action="store_true",
                         help="start from the paper's hyperparameters for --task/--method (Table 9)")
+    parser.add_argument("--config", metavar="JSON_FILE",
+                        help="start from a RunConfig saved as JSON (the sweep's multi-process runs); "
+                        "flags given as well override it")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                        help="progress bars (default: on)")
+    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",") if x.strip()],
+                        help="run these seeds one after the other, comma-separated, one record each; "
+                        "output_dir must then hold {seed} (default: --seed alone)")
     hints = typing.get_type_hints(RunConfig)
     defaults = RunConfig().to_dict()
     for f in fields(RunConfig):
@@ -369,19 +408,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
-    use_paper = args.pop("paper")
+    use_paper, config_file, seeds = args.pop("paper"), args.pop("config"), args.pop("seeds")
+    progress = args.pop("progress")
     given = {k: v for k, v in args.items() if v is not None}
     try:
+        if use_paper and config_file:
+            raise ValueError("--paper and --config: give one of them")
         if use_paper:
             config = paper_config(given.pop("task", "mrpc"), given.pop("method", "lora"), **given)
+        elif config_file:
+            config = RunConfig.from_dict({**json.loads(Path(config_file).read_text()), **given})
         else:
             config = RunConfig.from_dict(given)
-        record = run(config)
+        records = run_seeds(config, seeds, progress) if seeds else [run(config, progress)]
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps({k: record.get(k) for k in ("status", "best_epoch", "best_metric",
-                                                 "primary_metric", "wall_time_s")}))
+    for record in records if PartialState().is_main_process else []:
+        print(json.dumps({k: record.get(k) for k in ("status", "best_epoch", "best_metric",
+                                                     "primary_metric", "wall_time_s")}))
     return 0
 
 

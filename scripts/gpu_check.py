@@ -52,16 +52,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from lora_nb.estimate import GLUE_TRAIN_SIZES  # noqa: E402  (torch-free, like lora_nb's core)
+
 DEFAULT_GLUE_DIR = REPO.parent / "shared" / "glue"
 GiB = 2**30
 
 # ---------------------------------------------------------------- constants
 
-# Full GLUE training-set sizes (nyu-mll/glue).
-GLUE_TRAIN_SIZES: dict[str, int] = {
-    "mnli": 392702, "sst2": 67349, "mrpc": 3668, "cola": 8551,
-    "qnli": 104743, "qqp": 363846, "rte": 2490, "stsb": 5749,
-}
 # Text columns of each task in the GLUE parquet layout.
 TASK_COLUMNS: dict[str, tuple[str, ...]] = {
     "sst2": ("sentence",), "cola": ("sentence",), "mnli": ("premise", "hypothesis"),

@@ -14,11 +14,14 @@ def write(runs, run_id, task, method, seed, metric, tags, trainable=1000, head=1
     record = {"status": status, "primary_metric": "accuracy", "best_metric": metric, "best_epoch": 1,
               "config": {"task": task, "method": method, "model": "m", "seed": seed, "tags": tags,
                          "targets": cfg.get("targets", ["q", "v"]), "r": cfg.get("r", 8), "alpha": 8.0,
-                         "learning_rate": 1e-3, "epochs": 2, "max_length": 128},
+                         "learning_rate": cfg.get("learning_rate", 1e-3), "epochs": 2, "max_length": 128},
               "parameters": {"total": 10**6, "trainable": trainable, "lora": trainable - head,
                              "head": head, "trainable_without_head": trainable - head},
               "epochs": [{"epoch": 1, "train_seconds": 2.0, "train_loss": 0.5, "primary": metric, "eval": {}}],
               "loss_curve": [[1, 0.7], [2, 0.5]], "data": {"train_examples": 512, "eval_examples": {"validation": 400}}}
+    if metric is None:  # no score: constant predictions (Pearson undefined)
+        del record["best_metric"], record["best_epoch"]
+    record.update(cfg.get("extra", {}))
     (d / "record.json").write_text(json.dumps(record))
 
 
@@ -53,6 +56,48 @@ def test_table2_medians_and_std_by_hand(runs):
     assert ours.at["LoRA", "trainable (no head)"] == "0.00M"
     paper = wide[wide["source"] == "paper (RoBERTa-base)"].set_index("method")
     assert paper.at["LoRA", "SST-2"] == "95.1 ±0.2" and paper.at["FT", "SST-2"] == "94.8"  # the paper's ±
+
+
+def test_ft_at_several_learning_rates_takes_the_best_median_in_table2_and_the_claims(tmp_path):
+    """RoBERTa's FT recipe: the learning rate picked on the validation set, by one rule
+    (`claims.best_learning_rate`) for the table and the claims."""
+    for seed in range(3):
+        write(tmp_path, f"t2-sst2-full-lr1e-05-s{seed}", "sst2", "full", seed, 0.70 + seed / 100, ["table2"], learning_rate=1e-5)
+        write(tmp_path, f"t2-sst2-full-lr2e-05-s{seed}", "sst2", "full", seed, 0.80 + seed / 100, ["table2"], learning_rate=2e-5)
+        write(tmp_path, f"t2-sst2-lora-s{seed}", "sst2", "lora", seed, 0.75, ["table2"])
+    t2 = results.table2(results.load_records(tmp_path)).set_index("method")
+    assert t2.at["full", "median"] == pytest.approx(81.0) and t2.at["full", "seeds"] == 3
+    assert t2.at["full", "learning_rate"] == 2e-5 and t2.at["full", "rates_tried"] == 2
+    assert t2.at["lora", "rates_tried"] == 1
+    from lora_nb import claims
+
+    df = results.load_records(tmp_path)
+    chosen = claims.best_learning_rate(df[df["method"] == "full"])
+    assert set(chosen["learning_rate"]) == {2e-5} and len(chosen) == 3
+
+
+def test_runs_without_a_score_count_as_failed_not_as_seeds(tmp_path):
+    """STS-B runs whose predictions are constant have no Pearson: the cell says how many failed,
+    and its median and seed count are over the others."""
+    for seed, value in enumerate([0.80, None, 0.70]):
+        write(tmp_path, f"t2-stsb-full-s{seed}", "stsb", "full", seed, value, ["table2"])
+    t2 = results.table2(results.load_records(tmp_path))
+    row = t2.iloc[0]
+    assert (row["median"], row["seeds"], row["failed"]) == (pytest.approx(75.0), 2, 1)
+    wide = results.table2_display(t2, "m")
+    assert wide.iloc[0]["STS-B"] == "75.0 ±7.1 (1 failed)"
+
+
+def test_mnli_reports_mismatched_at_the_evaluation_chosen_on_matched(tmp_path):
+    evaluations = [{"step": 10, "primary": 0.80, "eval": {"validation_matched": {"accuracy": 0.80},
+                                                        "validation_mismatched": {"accuracy": 0.90}}},
+                   {"step": 20, "primary": 0.85, "eval": {"validation_matched": {"accuracy": 0.85},
+                                                        "validation_mismatched": {"accuracy": 0.84}}}]
+    write(tmp_path, "t2-mnli-lora-s0", "mnli", "lora", 0, 0.85, ["table2"],
+          extra={"evaluations": evaluations, "best_step": 20})
+    t2 = results.table2(results.load_records(tmp_path))
+    assert t2.iloc[0]["mismatched"] == pytest.approx(84.0)  # step 20, chosen on matched; not 90
+    assert results.table2_display(t2, "m").iloc[0]["MNLI"] == "m 85.0 / mm 84.0"
 
 
 def test_table6_by_weight_type_and_rank(runs):

@@ -20,7 +20,9 @@ def test_grid_sizes_per_preset(tmp_path):
     # reference: Table 2 (4 × 6) + Table 6 (15, one shared with Table 2's MNLI LoRA) + Table 5 (4),
     # × 3 seeds, + the learning curves (one seed each)
     assert sizes["reference"] == (4 * 6 + 15 - 1 + 4) * 3 + len(sweep.BUDGET_CURVES)
-    assert sizes["paper"] == 8 * 6 * 5 + (15 - 1) * 5
+    # paper: Table 2 (8 tasks × 5 methods + FT at 3 learning rates) + Table 6 (15, one shared) +
+    # Table 5 (4), × 5 seeds; paper-table9 the same grid
+    assert sizes["paper"] == sizes["paper-table9"] == (8 * (5 + 3) + 15 - 1 + 4) * 5
     for name in sweep.PRESETS:
         specs = build_grid(name, tmp_path)
         assert len({s.config.output_dir for s in specs}) == len(specs)
@@ -68,8 +70,27 @@ def test_paper_preset_starts_mrpc_rte_stsb_from_mnli(tmp_path):
     mrpc = specs["t2-mrpc-lora-s3"]
     assert mrpc.depends_on == "t2-mnli-lora-s3"
     assert mrpc.config.init_adapter == str(tmp_path / "t2-mnli-lora-s3" / "adapter.safetensors")
-    assert specs["t2-sst2-lora-s0"].depends_on is None and specs["t2-mrpc-full-s0"].depends_on is None
+    # full fine-tuning as RoBERTa's recipe: MRPC, RTE and STS-B from the MNLI model at the same rate
+    assert specs["t2-rte-full-lr3e-05-s0"].depends_on == "t2-mnli-full-lr3e-05-s0"
+    assert specs["t2-sst2-lora-s0"].depends_on is None and specs["t2-sst2-full-lr1e-05-s0"].depends_on is None
+    assert specs["t2-mrpc-bitfit-s0"].depends_on is None
     assert specs["t2-cola-lora-s0"].config.epochs == 80  # Table 9
+
+
+def test_paper_preset_follows_the_authors_scripts_and_table9_is_a_variant(tmp_path):
+    """The scripts' α = 16, weight decay 0.1 and global batch (8 GPUs × Table 9's batch, CoLA
+    2 × 32) by default; `paper-table9` is Table 9 as printed (α = 8, no decay, no accumulation)."""
+    scripts = {s.run_id: s.config for s in build_grid("paper", tmp_path)}
+    table9 = {s.run_id: s.config for s in build_grid("paper-table9", tmp_path)}
+    for task, global_batch in (("mnli", 128), ("qnli", 256), ("rte", 256), ("cola", 64), ("sst2", 128)):
+        lora = scripts[f"t2-{task}-lora-s0"]
+        assert (lora.alpha, lora.weight_decay, lora.global_batch_size) == (16.0, 0.1, global_batch)
+        lora9 = table9[f"t2-{task}-lora-s0"]
+        assert (lora9.alpha, lora9.weight_decay, lora9.global_batch_size) == (8.0, 0.0, None)
+        assert lora9.batch_size == lora.batch_size and lora9.learning_rate == lora.learning_rate
+    ft = [c for rid, c in scripts.items() if rid.startswith("t2-mrpc-full-")]
+    assert sorted(c.learning_rate for c in ft) == [1e-5] * 5 + [2e-5] * 5 + [3e-5] * 5
+    assert {(c.weight_decay, c.epochs, c.global_batch_size) for c in ft} == {(0.1, 10, None)}
 
 
 def test_bad_input_is_refused_before_anything_runs(tmp_path, capsys):
@@ -90,7 +111,7 @@ class FakeExecutor:
     def __init__(self, fail=(), interrupt=()):
         self.calls, self.fail, self.interrupt = [], set(fail), set(interrupt)
 
-    def __call__(self, setting, notebook=None, gpu=None):
+    def __call__(self, setting, notebook=None, gpu=None, processes=1):
         outcomes = []
         for spec in setting.runs:
             self.calls.append(spec.run_id)
@@ -198,3 +219,21 @@ def test_a_runs_folder_made_with_other_settings_is_refused(tmp_path):
         validate_grid([spec])
     write_record(sweep.Path(spec.config.output_dir), {"status": "completed", "config": replace(spec.config, num_threads=7).to_dict()})
     validate_grid([spec])  # execution settings may differ
+
+
+def test_relative_paths_mean_the_current_folder_for_the_sweep_and_its_notebooks(tmp_path, monkeypatch):
+    """The notebooks run from the repository root: a relative --runs-dir or --glue-dir given
+    elsewhere reaches them as the same absolute folder the sweep and its resume check use."""
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    specs = build_grid("smoke", "runs/x", glue_dir="glue")
+    assert {str(sweep.Path(s.config.output_dir).parent) for s in specs} == {str(tmp_path / "here" / "runs" / "x")}
+    assert {s.config.glue_dir for s in specs} == {str(tmp_path / "here" / "glue")}
+    fake = FakeExecutor()
+    monkeypatch.setattr(sweep, "execute_setting", fake)
+    monkeypatch.setenv("LORA_NB_GLUE_DIR", str(GLUE_DIR))
+    assert sweep.main(["--preset", "smoke", "--runs-dir", "runs/x"]) == 0
+    assert len(list((tmp_path / "here" / "runs" / "x").glob("*/record.json"))) == len(specs)
+    fake.calls.clear()
+    assert sweep.main(["--preset", "smoke", "--runs-dir", "runs/x"]) == 0  # resumes: nothing runs
+    assert fake.calls == []
