@@ -4,7 +4,9 @@
 
 Each grid point is one execution of ``notebooks/train.ipynb`` into ``<runs-dir>/<run-id>/``,
 beside that run's ``record.json`` and adapter. The sweep resumes: completed runs are skipped,
-failed or half-written ones run again, a failing run is recorded and the others go on.
+failed or half-written ones run again, a failing run is recorded and the others go on. Settings
+run in threads on this machine (`ThreadPool`) or as Ray tasks on a local Ray instance or a
+cluster (``--executor ray``, `lora_nb.ray_executor.RayPool`).
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import os
 import shutil
 import queue
 import sys
-import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 from tqdm.auto import tqdm
 
@@ -325,10 +327,19 @@ def _log_path(runs_dir: Path, setting_id: str) -> Path:
     return path
 
 
+def _cause(err: BaseException) -> str:
+    """What a failure record says went wrong: the notebook's exception for papermill's error, the
+    task's own exception for Ray's wrapper (``RayTaskError.cause``), else `err` itself."""
+    if hasattr(err, "ename"):  # PapermillExecutionError
+        return f"{err.ename}: {err.evalue}"
+    err = getattr(err, "cause", None) or err
+    return f"{type(err).__name__}: {err}"
+
+
 def execute_setting(setting: Setting, notebook: Path = TRAIN_NOTEBOOK,
                     gpu: int | None = None) -> list[Outcome]:
     """Execute the training notebook once for every seed of a setting; record a failure the
-    notebook couldn't. One outcome per seed."""
+    notebook couldn't. One outcome per seed. `gpu`: the GPU it may use (None: all it sees)."""
     runs_dir = Path(setting.runs[0].config.output_dir).parent
     params = {**setting.config.to_dict(), "seeds": list(setting.seeds), "progress": False,
               "cuda_visible_devices": gpu}
@@ -337,9 +348,16 @@ def execute_setting(setting: Setting, notebook: Path = TRAIN_NOTEBOOK,
     try:
         execute_notebook(notebook, _log_path(runs_dir, setting.setting_id), params)
     except Exception as err:  # a failing run is recorded; the sweep goes on
-        cause = (f"{err.ename}: {err.evalue}" if hasattr(err, "ename")  # PapermillExecutionError
-                 else f"{type(err).__name__}: {err}")
-    seconds = time.perf_counter() - start
+        cause = _cause(err)
+    except KeyboardInterrupt:  # Ray's cancel of a running task (Ctrl-C on a Ray sweep)
+        collect_outcomes(setting, "KeyboardInterrupt: interrupted", time.perf_counter() - start)
+        raise
+    return collect_outcomes(setting, cause, time.perf_counter() - start)
+
+
+def collect_outcomes(setting: Setting, cause: str = "", seconds: float = 0.0) -> list[Outcome]:
+    """One outcome per seed of a setting that ran, read from its record; a seed without a
+    completed or failed record gets a failed one that says `cause`."""
     outcomes = []
     for spec in setting.runs:
         record = read_record(spec.config.output_dir)
@@ -371,14 +389,68 @@ def _order(setting: Setting) -> tuple[int, int, float]:
     return table, 0 if decides else 1, -cost
 
 
-def run_sweep(specs: list[RunSpec], workers: int = 1, progress: bool = True) -> list[Outcome]:
-    """Run every spec not yet completed, one notebook execution per setting (its seeds together),
-    `workers` at a time (one GPU each when there are GPUs, else an equal share of the CPU
-    threads). Returns one outcome per spec."""
-    import torch
+class SettingPool(Protocol):
+    """Where settings run: a `concurrent.futures.Executor` that also says how many torch threads
+    each run gets (0: torch's default) and how many cores (or GPUs) the sweep occupies."""
 
-    if workers < 1:
-        raise ValueError(f"workers: must be >= 1, got {workers}")
+    threads_per_run: int
+    cores: int
+
+    def submit(self, fn, /, *args, **kwargs) -> Future: ...
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None: ...
+
+
+class ThreadPool(ThreadPoolExecutor):
+    """Settings in threads on this machine, `workers` at a time: one GPU each when there are GPUs
+    (its index passed to the function as ``gpu``), else an equal share of the CPU threads."""
+
+    def __init__(self, workers: int = 1):
+        import torch
+
+        if workers < 1:
+            raise ValueError(f"workers: must be >= 1, got {workers}")
+        gpus = torch.cuda.device_count()
+        workers = min(workers, gpus) if gpus else workers
+        super().__init__(max_workers=workers)
+        cpus = os.cpu_count() or 1
+        # The torch threads of each run (0: torch's default) and the cores the sweep occupies.
+        self.threads_per_run = 0 if gpus else max(1, cpus // workers)
+        self.cores = workers if gpus else min(cpus, workers * self.threads_per_run)
+        self._free_gpus: queue.Queue | None = queue.Queue() if gpus else None
+        for g in range(workers if gpus else 0):
+            self._free_gpus.put(g)
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        if self._free_gpus is None:
+            return super().submit(fn, *args, **kwargs)
+        return super().submit(self._on_a_free_gpu, fn, *args, **kwargs)
+
+    def _on_a_free_gpu(self, fn, *args, **kwargs):
+        gpu = self._free_gpus.get()
+        try:
+            return fn(*args, gpu=gpu, **kwargs)
+        finally:
+            self._free_gpus.put(gpu)
+
+
+def _finished(future: Future, setting: Setting) -> list[Outcome]:
+    """A finished setting's outcomes; one its executor lost (a Ray worker that died, after its
+    retry) is recorded failed, seeds that completed before excepted."""
+    try:
+        return future.result()
+    except Exception as err:
+        return collect_outcomes(setting, _cause(err))
+
+
+def run_sweep(specs: list[RunSpec], workers: int = 1, progress: bool = True,
+              pool: SettingPool | None = None, notebook: Path = TRAIN_NOTEBOOK) -> list[Outcome]:
+    """Run every spec not yet completed, one execution of `notebook` per setting (its seeds
+    together), in `pool`: a `ThreadPool` of `workers` by default (shut down here), or the
+    caller's pool, say a `lora_nb.ray_executor.RayPool`. Settings that start from another run's
+    adapter go after all others; one whose dependency failed is failed, not started. Ctrl-C
+    starts nothing more and shuts the pool down, waiting for the running settings (the Ray pool
+    interrupts them first), which record their runs. Returns one outcome per spec."""
     outcomes: dict[str, Outcome] = {}
     todo = []
     for spec in specs:
@@ -387,54 +459,48 @@ def run_sweep(specs: list[RunSpec], workers: int = 1, progress: bool = True) -> 
         else:
             todo.append(spec)
     settings = group_settings(todo)
-    gpus = torch.cuda.device_count()
-    workers = min(workers, gpus) if gpus else workers
-    threads = max(1, (os.cpu_count() or 1) // workers) if not gpus else 0
-    free_gpus: queue.Queue = queue.Queue()
-    for g in range(max(1, workers) if gpus else 0):
-        free_gpus.put(g)
-    lock = threading.Lock()
-
-    def work(setting: Setting) -> list[Outcome]:
-        missing = [d for d in setting.depends_on if (outcomes.get(d) or Outcome(d, FAILED)).status == FAILED]
-        if missing:
-            reason = f"depends on {', '.join(missing)}, which failed or did not run"
-            return [Outcome(r.run_id, FAILED, reason) for r in setting.runs]
-        gpu = free_gpus.get() if gpus else None
-        try:
-            cfg = setting.config if gpus else replace(setting.config, num_threads=threads)
-            return execute_setting(replace(setting, config=cfg), gpu=gpu)
-        finally:
-            if gpu is not None:
-                free_gpus.put(gpu)
-
+    own_pool = pool is None
+    pool = pool or ThreadPool(workers)
     # Settings that start from another run's adapter go after everything else (paper App. D.1).
     waves = [sorted((s for s in settings if not s.depends_on), key=_order),
              [s for s in settings if s.depends_on]]
     bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=not progress,
                dynamic_ncols=True, mininterval=5)
-    pool = ThreadPoolExecutor(max_workers=workers)
+
+    def finish(outs: list[Outcome]) -> None:
+        outcomes.update({o.run_id: o for o in outs})
+        bar.update(len(outs))
+        failed = sum(o.status == FAILED for o in outs)
+        bar.set_postfix_str(f"{outs[0].run_id.rpartition('-s')[0]}: "
+                            f"{len(outs) - failed} completed, {failed} failed")
+
     try:
         for wave in waves:
-            pending = {pool.submit(work, s) for s in wave}
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            running: dict[Future, Setting] = {}
+            for setting in wave:
+                missing = [d for d in setting.depends_on
+                           if (outcomes.get(d) or Outcome(d, FAILED)).status == FAILED]
+                if missing:
+                    reason = f"depends on {', '.join(missing)}, which failed or did not run"
+                    finish([Outcome(r.run_id, FAILED, reason) for r in setting.runs])
+                    continue
+                threads = pool.threads_per_run or setting.config.num_threads  # 0: the run's own
+                run = replace(setting, config=replace(setting.config, num_threads=threads))
+                running[pool.submit(execute_setting, run, notebook)] = setting
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    outs = fut.result()
-                    with lock:
-                        outcomes.update({o.run_id: o for o in outs})
-                    bar.update(len(outs))
-                    failed = sum(o.status == FAILED for o in outs)
-                    bar.set_postfix_str(f"{outs[0].run_id.rpartition('-s')[0]}: "
-                                        f"{len(outs) - failed} completed, {failed} failed")
+                    finish(_finished(fut, running.pop(fut)))
     except BaseException:  # Ctrl-C: start nothing more; completed runs keep their records
-        # Wait for the settings already running (Ctrl-C reaches their kernels too, so they end
-        # soon): a worker left running could write records while the same sweep is resumed.
+        # Wait for the settings already running (Ctrl-C reaches a thread's kernel too; the Ray
+        # pool interrupts its tasks), so that they end soon and record their runs: one left
+        # running could write records while the same sweep is resumed.
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     finally:
         bar.close()
-    pool.shutdown()
+        if own_pool:
+            pool.shutdown()
     return [outcomes[s.run_id] for s in specs if s.run_id in outcomes]
 
 
@@ -457,6 +523,30 @@ def step_fraction(records: list[dict], wall_seconds: float, cores: int) -> float
     return busy / (wall_seconds * cores)
 
 
+def _check_executor_flags(args: argparse.Namespace) -> None:
+    """Refuse Ray's flags without --executor ray, bad resources, or a missing Ray, before anything
+    runs."""
+    ray_flags = {"--ray-address": args.ray_address, "--gpus-per-run": args.gpus_per_run,
+                 "--cpus-per-run": args.cpus_per_run}
+    if args.executor != "ray":
+        given = [flag for flag, value in ray_flags.items() if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: only with --executor ray")
+        return
+    from .ray_executor import check_resources, import_ray
+
+    check_resources(args.gpus_per_run, args.cpus_per_run)
+    import_ray()
+
+
+def _pool(args: argparse.Namespace) -> SettingPool:
+    if args.executor == "threads":
+        return ThreadPool(args.workers)
+    from .ray_executor import RayPool
+
+    return RayPool(args.ray_address, args.gpus_per_run, args.cpus_per_run, args.workers)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lora_nb.sweep",
                                      description=__doc__.split("\n\n")[0])
@@ -465,12 +555,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", help="where runs go, relative to the current folder "
                         "(default runs/<preset>)")
     parser.add_argument("--glue-dir", help="local GLUE directory (default $LORA_NB_GLUE_DIR, else the Hub)")
-    parser.add_argument("--model", help="override the preset's model")
+    parser.add_argument("--model", help="override the preset's model (default: the preset's)")
     parser.add_argument("--workers", type=int, default=1,
-                        help="notebooks run at once (one GPU each, or a share of the CPU threads; default 1)")
+                        help="notebooks run at once (one GPU each, or a share of the CPU threads; default 1); "
+                        "with --executor ray on CPUs it sets the default --cpus-per-run")
+    parser.add_argument("--executor", choices=("threads", "ray"), default="threads",
+                        help="where settings run: threads on this machine, or Ray tasks on a local "
+                        "Ray instance or a cluster (the `ray` extra; default threads)")
+    parser.add_argument("--ray-address", metavar="ADDRESS",
+                        help="with --executor ray: the Ray cluster to join, e.g. auto (default: start "
+                        "a local Ray instance); --runs-dir must be on storage every node sees")
+    parser.add_argument("--gpus-per-run", type=float, metavar="GPUS",
+                        help="with --executor ray: GPUs each setting reserves, in (0, 1]; 0.5 packs two "
+                        "runs on a GPU (default 1 where the cluster has GPUs, else none)")
+    parser.add_argument("--cpus-per-run", type=int, metavar="CPUS",
+                        help="with --executor ray: CPUs each setting reserves, and its torch threads "
+                        "(default 1 with GPUs, else this machine's CPUs / --workers)")
     parser.add_argument("--resume-from", metavar="RECORDS_DIR",
                         help="first restore the committed records (and adapters) of this folder "
-                        "into the runs folder, e.g. report/records: only missing runs then run")
+                        "into the runs folder, e.g. report/records: only missing runs then run (default: none)")
     parser.add_argument("--list", action="store_true", help="print the grid and exit")
     parser.add_argument("--report", action="store_true",
                         help="then execute the analysis notebooks and render the HTML report")
@@ -478,37 +581,40 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.workers < 1:
             raise ValueError(f"--workers: must be >= 1, got {args.workers}")
+        _check_executor_flags(args)
         runs_dir = Path(args.runs_dir or f"runs/{args.preset}").resolve()
         specs = build_grid(args.preset, runs_dir, args.glue_dir, args.model)
         if args.resume_from and not args.list:
             print(f"restored {restore_committed(specs, args.resume_from)} committed runs")
         validate_grid(specs)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.list:
         for s in specs:
             print(s.run_id)
         return 0
+    try:
+        pool = _pool(args)
+    except ConnectionError as err:  # no Ray cluster at --ray-address
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"{PRESETS[args.preset].description}\n{len(specs)} runs into {args.runs_dir or f'runs/{args.preset}'}")
     start = time.perf_counter()
-    try:
-        outcomes = run_sweep(specs, args.workers)
-    except KeyboardInterrupt:
-        done = sum((read_record(s.config.output_dir) or {}).get("status") == COMPLETED for s in specs)
-        print(f"\ninterrupted: {done} of {len(specs)} runs are complete and kept; "
-              "the same command resumes the sweep", file=sys.stderr)
-        return 130
+    with pool:
+        try:
+            outcomes = run_sweep(specs, pool=pool)
+        except KeyboardInterrupt:
+            done = sum((read_record(s.config.output_dir) or {}).get("status") == COMPLETED for s in specs)
+            print(f"\ninterrupted: {done} of {len(specs)} runs are complete and kept; "
+                  "the same command resumes the sweep", file=sys.stderr)
+            return 130
     wall = time.perf_counter() - start
     print(summarize(outcomes))
     ran = [read_record(s.config.output_dir) or {} for s, o in zip(specs, outcomes) if o.status == COMPLETED]
     if ran:
-        import torch
-
-        cores = min(os.cpu_count() or 1, args.workers * max(1, (os.cpu_count() or 1) // args.workers)) \
-            if not torch.cuda.is_available() else args.workers
-        print(f"sweep wall time {wall / 60:.1f} min; {step_fraction(ran, wall, cores):.0%} of its "
-              f"{cores} cores' time went to training and evaluation steps")
+        print(f"sweep wall time {wall / 60:.1f} min; {step_fraction(ran, wall, pool.cores):.0%} of its "
+              f"{pool.cores} cores' time went to training and evaluation steps")
     if args.report:
         from .report import build_report
 
