@@ -4,7 +4,9 @@
 
 Each grid point is one execution of ``notebooks/train.ipynb`` into ``<runs-dir>/<run-id>/``,
 beside that run's ``record.json`` and adapter. The sweep resumes: completed runs are skipped,
-failed or half-written ones run again, a failing run is recorded and the others go on.
+failed or half-written ones run again, a failing run is recorded and the others go on. Settings
+run in threads on this machine (`ThreadPool`) or as Ray tasks on a local Ray instance or a
+cluster (``--executor ray``, `lora_nb.ray_executor.RayPool`).
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ import shutil
 import subprocess
 import queue
 import sys
-import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 from tqdm.auto import tqdm
 
@@ -396,11 +398,20 @@ def _launch(setting: Setting, runs_dir: Path, gpu: int | str | None, processes: 
         raise RuntimeError(f"{processes} processes exited with {proc.returncode}: {' | '.join(tail)}")
 
 
+def _cause(err: BaseException) -> str:
+    """What a failure record says went wrong: the notebook's exception for papermill's error, the
+    task's own exception for Ray's wrapper (``RayTaskError.cause``), else `err` itself."""
+    if hasattr(err, "ename"):  # PapermillExecutionError
+        return f"{err.ename}: {err.evalue}"
+    err = getattr(err, "cause", None) or err
+    return f"{type(err).__name__}: {err}"
+
+
 def execute_setting(setting: Setting, notebook: Path = TRAIN_NOTEBOOK,
                     gpu: int | str | None = None, processes: int = 1) -> list[Outcome]:
     """Run every seed of a setting: one execution of the training notebook, or with `processes`
     > 1 one multi-process launch (`launch_command`). Record a failure the run couldn't. One
-    outcome per seed."""
+    outcome per seed. `gpu`: the GPU(s) it may use, e.g. 0 or "0,1" (None: all it sees)."""
     runs_dir = Path(setting.runs[0].config.output_dir).parent
     start = time.perf_counter()
     cause = ""
@@ -412,9 +423,16 @@ def execute_setting(setting: Setting, notebook: Path = TRAIN_NOTEBOOK,
                       "cuda_visible_devices": gpu}
             execute_notebook(notebook, _log_path(runs_dir, setting.setting_id), params)
     except Exception as err:  # a failing run is recorded; the sweep goes on
-        cause = (f"{err.ename}: {err.evalue}" if hasattr(err, "ename")  # PapermillExecutionError
-                 else f"{type(err).__name__}: {err}")
-    seconds = time.perf_counter() - start
+        cause = _cause(err)
+    except KeyboardInterrupt:  # Ray's cancel of a running task (Ctrl-C on a Ray sweep)
+        collect_outcomes(setting, "KeyboardInterrupt: interrupted", time.perf_counter() - start)
+        raise
+    return collect_outcomes(setting, cause, time.perf_counter() - start)
+
+
+def collect_outcomes(setting: Setting, cause: str = "", seconds: float = 0.0) -> list[Outcome]:
+    """One outcome per seed of a setting that ran, read from its record; a seed without a
+    completed or failed record gets a failed one that says `cause`."""
     outcomes = []
     for spec in setting.runs:
         record = read_record(spec.config.output_dir)
@@ -446,16 +464,74 @@ def _order(setting: Setting) -> tuple[int, int, float]:
     return table, 0 if decides else 1, -cost
 
 
-def run_sweep(specs: list[RunSpec], workers: int = 1, progress: bool = True,
-              processes: int = 1) -> list[Outcome]:
-    """Run every spec not yet completed, one notebook execution per setting (its seeds together),
-    `workers` at a time (one GPU each when there are GPUs, else an equal share of the CPU
-    threads); with `processes` > 1, each setting is one launch on that many processes (GPUs:
-    `processes` each). Returns one outcome per spec."""
-    import torch
+class SettingPool(Protocol):
+    """Where settings run: a `concurrent.futures.Executor` that also says how many torch threads
+    each run gets (0: torch's default) and how many cores (or GPUs) the sweep occupies."""
 
-    if workers < 1 or processes < 1:
-        raise ValueError(f"workers and processes: must be >= 1, got {workers} and {processes}")
+    threads_per_run: int
+    cores: int
+
+    def submit(self, fn, /, *args, **kwargs) -> Future: ...
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None: ...
+
+
+class ThreadPool(ThreadPoolExecutor):
+    """Settings in threads on this machine, `workers` at a time: `processes` GPUs each when there
+    are GPUs (passed to the function as ``gpu``), else an equal share of the CPU threads."""
+
+    def __init__(self, workers: int = 1, processes: int = 1):
+        import torch
+
+        if workers < 1 or processes < 1:
+            raise ValueError(f"workers and processes: must be >= 1, got {workers} and {processes}")
+        gpus = torch.cuda.device_count()
+        if gpus and gpus < processes:
+            raise ValueError(f"processes: {processes} per run, but this machine has {gpus} GPU(s)")
+        workers = min(workers, gpus // processes) if gpus else workers
+        super().__init__(max_workers=workers)
+        cpus = os.cpu_count() or 1
+        # The torch threads of each process of a run (0: torch's default) and the cores the
+        # sweep occupies.
+        self.threads_per_run = 0 if gpus else max(1, cpus // (workers * processes))
+        self.cores = workers * processes if gpus else min(cpus, workers * processes * self.threads_per_run)
+        self._free_gpus: queue.Queue | None = queue.Queue() if gpus else None
+        for w in range(workers if gpus else 0):  # a worker's GPU, or its GPUs "0,1"
+            ids = range(w * processes, (w + 1) * processes)
+            self._free_gpus.put(w if processes == 1 else ",".join(map(str, ids)))
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        if self._free_gpus is None:
+            return super().submit(fn, *args, **kwargs)
+        return super().submit(self._on_a_free_gpu, fn, *args, **kwargs)
+
+    def _on_a_free_gpu(self, fn, *args, **kwargs):
+        gpu = self._free_gpus.get()
+        try:
+            return fn(*args, gpu=gpu, **kwargs)
+        finally:
+            self._free_gpus.put(gpu)
+
+
+def _finished(future: Future, setting: Setting) -> list[Outcome]:
+    """A finished setting's outcomes; one its executor lost (a Ray worker that died, after its
+    retry) is recorded failed, seeds that completed before excepted."""
+    try:
+        return future.result()
+    except Exception as err:
+        return collect_outcomes(setting, _cause(err))
+
+
+def run_sweep(specs: list[RunSpec], workers: int = 1, progress: bool = True,
+              pool: SettingPool | None = None, notebook: Path = TRAIN_NOTEBOOK,
+              processes: int = 1) -> list[Outcome]:
+    """Run every spec not yet completed, one execution of `notebook` per setting (its seeds
+    together), in `pool`: a `ThreadPool` of `workers` by default (shut down here), or the
+    caller's pool, say a `lora_nb.ray_executor.RayPool`; with `processes` > 1 each setting is one
+    multi-process launch (`launch_command`). Settings that start from another run's
+    adapter go after all others; one whose dependency failed is failed, not started. Ctrl-C
+    starts nothing more and shuts the pool down, waiting for the running settings (the Ray pool
+    interrupts them first), which record their runs. Returns one outcome per spec."""
     outcomes: dict[str, Outcome] = {}
     todo = []
     for spec in specs:
@@ -464,57 +540,49 @@ def run_sweep(specs: list[RunSpec], workers: int = 1, progress: bool = True,
         else:
             todo.append(spec)
     settings = group_settings(todo)
-    gpus = torch.cuda.device_count()
-    if gpus and gpus < processes:
-        raise ValueError(f"processes: {processes} per run, but this machine has {gpus} GPU(s)")
-    workers = min(workers, gpus // processes) if gpus else workers
-    threads = max(1, (os.cpu_count() or 1) // (workers * processes)) if not gpus else 0
-    free_gpus: queue.Queue = queue.Queue()  # per worker: its GPU, or its GPUs "0,1"
-    for w in range(workers if gpus else 0):
-        ids = range(w * processes, (w + 1) * processes)
-        free_gpus.put(w if processes == 1 else ",".join(map(str, ids)))
-    lock = threading.Lock()
-
-    def work(setting: Setting) -> list[Outcome]:
-        missing = [d for d in setting.depends_on if (outcomes.get(d) or Outcome(d, FAILED)).status == FAILED]
-        if missing:
-            reason = f"depends on {', '.join(missing)}, which failed or did not run"
-            return [Outcome(r.run_id, FAILED, reason) for r in setting.runs]
-        gpu = free_gpus.get() if gpus else None
-        try:
-            cfg = setting.config if gpus else replace(setting.config, num_threads=threads)
-            return execute_setting(replace(setting, config=cfg), gpu=gpu, processes=processes)
-        finally:
-            if gpu is not None:
-                free_gpus.put(gpu)
-
+    own_pool = pool is None
+    pool = pool or ThreadPool(workers, processes)
     # Settings that start from another run's adapter go after everything else (paper App. D.1).
     waves = [sorted((s for s in settings if not s.depends_on), key=_order),
              [s for s in settings if s.depends_on]]
     bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=not progress,
                dynamic_ncols=True, mininterval=5)
-    pool = ThreadPoolExecutor(max_workers=workers)
+
+    def finish(outs: list[Outcome]) -> None:
+        outcomes.update({o.run_id: o for o in outs})
+        bar.update(len(outs))
+        failed = sum(o.status == FAILED for o in outs)
+        bar.set_postfix_str(f"{outs[0].run_id.rpartition('-s')[0]}: "
+                            f"{len(outs) - failed} completed, {failed} failed")
+
     try:
         for wave in waves:
-            pending = {pool.submit(work, s) for s in wave}
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            running: dict[Future, Setting] = {}
+            for setting in wave:
+                missing = [d for d in setting.depends_on
+                           if (outcomes.get(d) or Outcome(d, FAILED)).status == FAILED]
+                if missing:
+                    reason = f"depends on {', '.join(missing)}, which failed or did not run"
+                    finish([Outcome(r.run_id, FAILED, reason) for r in setting.runs])
+                    continue
+                threads = pool.threads_per_run or setting.config.num_threads  # 0: the run's own
+                run = replace(setting, config=replace(setting.config, num_threads=threads))
+                kwargs = {"processes": processes} if processes > 1 else {}
+                running[pool.submit(execute_setting, run, notebook, **kwargs)] = setting
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    outs = fut.result()
-                    with lock:
-                        outcomes.update({o.run_id: o for o in outs})
-                    bar.update(len(outs))
-                    failed = sum(o.status == FAILED for o in outs)
-                    bar.set_postfix_str(f"{outs[0].run_id.rpartition('-s')[0]}: "
-                                        f"{len(outs) - failed} completed, {failed} failed")
+                    finish(_finished(fut, running.pop(fut)))
     except BaseException:  # Ctrl-C: start nothing more; completed runs keep their records
-        # Wait for the settings already running (Ctrl-C reaches their kernels too, so they end
-        # soon): a worker left running could write records while the same sweep is resumed.
+        # Wait for the settings already running (Ctrl-C reaches a thread's kernel too; the Ray
+        # pool interrupts its tasks), so that they end soon and record their runs: one left
+        # running could write records while the same sweep is resumed.
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     finally:
         bar.close()
-    pool.shutdown()
+        if own_pool:
+            pool.shutdown()
     return [outcomes[s.run_id] for s in specs if s.run_id in outcomes]
 
 
@@ -550,6 +618,33 @@ def _estimate(specs: list[RunSpec], glue_dir: str | None, tokens_per_second: flo
     return f"{len(specs)} runs; token lengths: {source} in {local or 'no local GLUE folder'}\n{table}"
 
 
+def _check_executor_flags(args: argparse.Namespace) -> None:
+    """Refuse Ray's flags without --executor ray, bad resources, or a missing Ray, before anything
+    runs."""
+    ray_flags = {"--ray-address": args.ray_address, "--gpus-per-run": args.gpus_per_run,
+                 "--cpus-per-run": args.cpus_per_run}
+    if args.executor == "ray" and args.processes_per_run > 1:
+        raise ValueError("--processes-per-run: with --executor threads only (a Ray task runs one "
+                         "process; --gpus-per-run packs runs instead)")
+    if args.executor != "ray":
+        given = [flag for flag, value in ray_flags.items() if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: only with --executor ray")
+        return
+    from .ray_executor import check_resources, import_ray
+
+    check_resources(args.gpus_per_run, args.cpus_per_run)
+    import_ray()
+
+
+def _pool(args: argparse.Namespace) -> SettingPool:
+    if args.executor == "threads":
+        return ThreadPool(args.workers, args.processes_per_run)
+    from .ray_executor import RayPool
+
+    return RayPool(args.ray_address, args.gpus_per_run, args.cpus_per_run, args.workers)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lora_nb.sweep",
                                      description=__doc__.split("\n\n")[0])
@@ -558,16 +653,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", help="where runs go, relative to the current folder "
                         "(default runs/<preset>)")
     parser.add_argument("--glue-dir", help="local GLUE directory (default $LORA_NB_GLUE_DIR, else the Hub)")
-    parser.add_argument("--model", help="override the preset's model")
+    parser.add_argument("--model", help="override the preset's model (default: the preset's)")
     parser.add_argument("--workers", type=int, default=1,
-                        help="notebooks run at once (one GPU each, or a share of the CPU threads; default 1)")
+                        help="notebooks run at once (one GPU each, or a share of the CPU threads; default 1); "
+                        "with --executor ray on CPUs it sets the default --cpus-per-run")
+    parser.add_argument("--executor", choices=("threads", "ray"), default="threads",
+                        help="where settings run: threads on this machine, or Ray tasks on a local "
+                        "Ray instance or a cluster (the `ray` extra; default threads)")
+    parser.add_argument("--ray-address", metavar="ADDRESS",
+                        help="with --executor ray: the Ray cluster to join, e.g. auto (default: start "
+                        "a local Ray instance); --runs-dir must be on storage every node sees")
+    parser.add_argument("--gpus-per-run", type=float, metavar="GPUS",
+                        help="with --executor ray: GPUs each setting reserves, in (0, 1]; 0.5 packs two "
+                        "runs on a GPU (default 1 where the cluster has GPUs, else none)")
+    parser.add_argument("--cpus-per-run", type=int, metavar="CPUS",
+                        help="with --executor ray: CPUs each setting reserves, and its torch threads "
+                        "(default 1 with GPUs, else this machine's CPUs / --workers)")
     parser.add_argument("--processes-per-run", type=int, default=1, metavar="N",
                         help="run each setting on N processes (N GPUs, or N CPU processes with "
                         "gloo) through torchrun; the global batch is kept by gradient accumulation "
                         "(default 1: one notebook execution)")
     parser.add_argument("--resume-from", metavar="RECORDS_DIR",
                         help="first restore the committed records (and adapters) of this folder "
-                        "into the runs folder, e.g. report/records: only missing runs then run")
+                        "into the runs folder, e.g. report/records: only missing runs then run (default: none)")
     parser.add_argument("--list", action="store_true", help="print the grid and exit")
     parser.add_argument("--estimate", action="store_true",
                         help="print runs, optimizer steps and training tokens per task (token "
@@ -582,9 +690,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--workers: must be >= 1, got {args.workers}")
         if args.processes_per_run < 1:
             raise ValueError(f"--processes-per-run: must be >= 1, got {args.processes_per_run}")
-        runs_dir = Path(args.runs_dir or f"runs/{args.preset}").expanduser().resolve()
         if args.tokens_per_second is not None and not args.estimate:
             raise ValueError("--tokens-per-second: only with --estimate")
+        _check_executor_flags(args)
+        runs_dir = Path(args.runs_dir or f"runs/{args.preset}").expanduser().resolve()
         specs = build_grid(args.preset, runs_dir, args.glue_dir, args.model)
         if args.estimate:
             print(_estimate(specs, args.glue_dir, args.tokens_per_second))
@@ -592,32 +701,34 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume_from and not args.list:
             print(f"restored {restore_committed(specs, args.resume_from)} committed runs")
         validate_grid(specs)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.list:
         for s in specs:
             print(s.run_id)
         return 0
+    try:
+        pool = _pool(args)
+    except ConnectionError as err:  # no Ray cluster at --ray-address
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"{PRESETS[args.preset].description}\n{len(specs)} runs into {args.runs_dir or f'runs/{args.preset}'}")
     start = time.perf_counter()
-    try:
-        outcomes = run_sweep(specs, args.workers, processes=args.processes_per_run)
-    except KeyboardInterrupt:
-        done = sum((read_record(s.config.output_dir) or {}).get("status") == COMPLETED for s in specs)
-        print(f"\ninterrupted: {done} of {len(specs)} runs are complete and kept; "
-              "the same command resumes the sweep", file=sys.stderr)
-        return 130
+    with pool:
+        try:
+            outcomes = run_sweep(specs, pool=pool, processes=args.processes_per_run)
+        except KeyboardInterrupt:
+            done = sum((read_record(s.config.output_dir) or {}).get("status") == COMPLETED for s in specs)
+            print(f"\ninterrupted: {done} of {len(specs)} runs are complete and kept; "
+                  "the same command resumes the sweep", file=sys.stderr)
+            return 130
     wall = time.perf_counter() - start
     print(summarize(outcomes))
     ran = [read_record(s.config.output_dir) or {} for s, o in zip(specs, outcomes) if o.status == COMPLETED]
     if ran:
-        import torch
-
-        cores = min(os.cpu_count() or 1, args.workers * max(1, (os.cpu_count() or 1) // args.workers)) \
-            if not torch.cuda.is_available() else args.workers
-        print(f"sweep wall time {wall / 60:.1f} min; {step_fraction(ran, wall, cores):.0%} of its "
-              f"{cores} cores' time went to training and evaluation steps")
+        print(f"sweep wall time {wall / 60:.1f} min; {step_fraction(ran, wall, pool.cores):.0%} of its "
+              f"{pool.cores} cores' time went to training and evaluation steps")
     if args.report:
         from .report import build_report
 
