@@ -7,7 +7,8 @@ Data flows one way:
          bottleneck (adapters), methods (what trains), checkpoint (the trained tensors)
       ─► training loop: config (the run's settings, Table 9), train
       ─► run record: rundir (the run folder's one contract), machine (device, versions)
-      ─► sweep: sweep (presets, grids, resume), notebook_run (the one papermill call)
+      ─► sweep: sweep (presets, grids, resume), notebook_run (the one papermill call),
+         ray_executor (settings as Ray tasks), estimate (what a preset costs)
       ─► tables: results (records → Tables 2, 5, 6), claims (verdicts), subspace (§7),
          paper (the published numbers), latency (Table 1), bench (speed and memory)
       ─► report: plots (figures), report (executed, rendered pages)

@@ -101,6 +101,9 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path, capsys):
     assert exit_.value.code == 2
     assert sweep.main(["--preset", "smoke", "--runs-dir", str(tmp_path), "--workers", "0"]) == 2
     assert sweep.main(["--preset", "smoke", "--runs-dir", str(tmp_path), "--processes-per-run", "0"]) == 2
+    assert sweep.main(["--preset", "smoke", "--runs-dir", str(tmp_path), "--processes-per-run", "2",
+                       "--executor", "ray"]) == 2
+    assert "with --executor threads only" in capsys.readouterr().err
     assert sweep.main(["--preset", "reference", "--runs-dir", str(tmp_path), "--glue-dir", str(tmp_path)]) == 2
     assert "has no sst2" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
