@@ -178,6 +178,40 @@ def profile_lora_step(args: argparse.Namespace, device: torch.device) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
 
 
+def compare_with_peft(args: argparse.Namespace, device: torch.device, rows: int = 12) -> str:
+    """Where lora_nb's whole training step and peft's differ, without and with LoRA dropout:
+    their step times interleaved (the order alternating), then the operators whose self time
+    differs most, per step, from `torch.profiler` (first of --models)."""
+    from torch.profiler import profile
+
+    base = build_model(args.models[0])
+    batch = synthetic_batch(base.config, args.batch, args.length, device)
+    out = []
+    for pair in (("lora", "peft"), ("lora_dropout", "peft_dropout")):
+        steps = {s: train_step(prepare_setting(copy.deepcopy(base), s).to(device), device) for s in pair}
+        times: dict[str, list[float]] = {s: [] for s in pair}
+        for i in range(args.warmup + args.steps):
+            for s in pair if i % 2 == 0 else pair[::-1]:
+                elapsed = timed(lambda: steps[s](batch), device)
+                if i >= args.warmup:
+                    times[s].append(elapsed)
+        ops = {}
+        for s in pair:
+            with profile() as prof:
+                for _ in range(2):
+                    steps[s](batch)
+            ops[s] = {e.key: (e.self_cpu_time_total / 2000, e.count / 2) for e in prof.key_averages()}
+        keys = sorted(set(ops[pair[0]]) | set(ops[pair[1]]),
+                      key=lambda k: -abs(ops[pair[0]].get(k, (0, 0))[0] - ops[pair[1]].get(k, (0, 0))[0]))
+        table = [[k[:48], *ops[pair[0]].get(k, (0, 0)), *ops[pair[1]].get(k, (0, 0))] for k in keys[:rows]]
+        r = ratio(times[pair[0]], times[pair[1]])
+        out.append(f"## {pair[0]} / {pair[1]} step time: {r['median']:.3f} (pairs {r['min']:.3f}–{r['max']:.3f}); "
+                   f"medians {1000 * median(times[pair[0]]):.1f} / {1000 * median(times[pair[1]]):.1f} ms\n\n"
+                   + tabulate(table, ["operator", f"{pair[0]} ms", "calls", f"{pair[1]} ms", "calls"],
+                              tablefmt="github", floatfmt=".1f"))
+    return "\n\n".join(out)
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -700,6 +734,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-child", choices=SETTINGS, default=None, help=argparse.SUPPRESS)
     p.add_argument("--profile", action="store_true",
                    help="print torch.profiler's table for a LoRA step of the first model and exit")
+    p.add_argument("--compare-peft", action="store_true",
+                   help="print lora_nb's and peft's step times and the operators that differ, "
+                   f"LoRA dropout 0 and {DROPOUT}, for the first model, and exit")
     return p
 
 
@@ -723,6 +760,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.profile:
         print(profile_lora_step(args, device))
+        return 0
+    if args.compare_peft:
+        print(compare_with_peft(args, device))
         return 0
     glue_dir = resolve_glue_dir(args.glue_dir)
     if {4, 5} & set(args.sections) and glue_dir is None:

@@ -527,7 +527,40 @@ def headline(runs_dir: str | os.PathLike) -> str:
     return "\n\n".join([to_markdown(summary[cols]), to_markdown(t2)])
 
 
-if __name__ == "__main__":
-    import sys
+def reproduced(runs_dir: str | os.PathLike, reference_dir: str | os.PathLike) -> str:
+    """Whether the completed runs under `runs_dir` reproduce the runs of `reference_dir` made with
+    the same settings (matched by configuration and seed, whatever their names): the same best
+    score and every validation prediction the same. One line per run that differs, then a count."""
+    from .config import RunConfig
 
-    print(headline(sys.argv[1] if len(sys.argv) > 1 else "report/records"))
+    def key(record: dict) -> str:  # every setting with its default filled in, where runs go aside
+        config = {k: v for k, v in RunConfig.from_dict(record["config"]).to_dict().items()
+                  if k not in ("output_dir", "glue_dir", "tags", "num_threads", "overwrite")}
+        return json.dumps(config, sort_keys=True, default=str)
+
+    reference = {key(r): r for r in load_records(reference_dir)["record"] if r.get("status") == "completed"}
+    lines, same, compared = [], 0, 0
+    for run_id, record in zip(*(load_records(runs_dir)[c] for c in ("run_id", "record"))):
+        if record.get("status") != "completed" or key(record) not in reference:
+            continue
+        ref = reference[key(record)]
+        compared += 1
+        if (record.get("best_metric"), record.get("best_outputs")) == (ref.get("best_metric"), ref.get("best_outputs")):
+            same += 1
+        else:
+            lines.append(f"{run_id}: best {record.get('best_metric')} against {ref.get('best_metric')}")
+    return "\n".join(lines + [f"{same} of {compared} runs made with the reference's settings reproduce "
+                               "its best score and every validation prediction"])
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m lora_nb.results",
+                                     description="the README's results block, or a check against a reference run")
+    parser.add_argument("runs_dir", nargs="?", default="report/records",
+                        help="run folders or published records (default report/records)")
+    parser.add_argument("--same-as", metavar="REFERENCE_DIR",
+                        help="instead: which runs reproduce this reference run exactly, e.g. report/records")
+    args = parser.parse_args()
+    print(reproduced(args.runs_dir, args.same_as) if args.same_as else headline(args.runs_dir))

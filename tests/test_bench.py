@@ -115,3 +115,11 @@ def test_dropout_settings_set_lora_dropout_in_both_libraries():
     assert ours_p == theirs_p == {DROPOUT}
     plain = prepare_setting(build_model("tiny"), "lora")
     assert not any(isinstance(m, torch.nn.Dropout) for n, m in plain.named_modules() if "lora" in n)
+
+
+def test_compare_peft_prints_both_ratios_and_the_operators(capsys):
+    assert main(["--models", "tiny", "--compare-peft", "--batch", "2", "--length", "8", "--steps", "2",
+                 "--warmup", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "lora / peft step time" in out and "lora_dropout / peft_dropout step time" in out
+    assert "aten::" in out

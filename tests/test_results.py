@@ -277,3 +277,17 @@ def test_heatmap_colour_bar_and_amplification_legend():
     assert len({tuple(line.get_color()) for line in fig.axes[0].lines}) == 3
     box = legend.get_window_extent(fig.canvas.get_renderer())
     assert box.x0 > fig.axes[0].get_window_extent().x1  # outside the axes
+
+
+def test_reproduced_matches_runs_by_settings_and_compares_predictions(tmp_path):
+    """`python -m lora_nb.results RUNS --same-as REFERENCE`: runs are matched by their settings
+    (not their names), and must give the same best score and predictions."""
+    outputs = {"validation": {"predictions": [1, 0], "labels": [1, 1]}}
+    for folder, name, value in (("ref", "t6-mnli-q-r8-s0", 0.5), ("new", "t5-mnli-q-r8-s0", 0.5),
+                                ("ref", "t2-sst2-lora-s0", 0.8), ("new", "t2-sst2-lora-s0", 0.9)):
+        write(tmp_path / folder, name, name.split("-")[1], "lora", 0, value, ["x"],
+              targets=["q"] if "q-r8" in name else ["q", "v"], extra={"best_outputs": outputs})
+    report = results.reproduced(tmp_path / "new", tmp_path / "ref")
+    assert report.splitlines() == ["t2-sst2-lora-s0: best 0.9 against 0.8",
+                                   "1 of 2 runs made with the reference's settings reproduce its best "
+                                   "score and every validation prediction"]
