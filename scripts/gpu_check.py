@@ -97,9 +97,9 @@ PAD_ID = 1  # RoBERTa's pad id (harmless for the BERT-shaped tiny model)
 def import_lora_nb() -> bool:
     """Make ``lora_nb.lora`` and ``lora_nb.methods`` importable; True if the whole package imports.
 
-    The package's ``__init__`` imports ``lora_nb.config`` → ``lora_nb.glue`` → ``datasets``.
-    When that fails, an empty package module pointing at the source folder stands in for it, so
-    the torch-only submodules still import (their own imports do not reach ``datasets``)."""
+    The package's ``__init__`` needs torch alone (its core is tested to load no transformers or
+    datasets); should it fail on a machine with a partial install, an empty package module
+    pointing at the source folder stands in for it, so the torch-only submodules still import."""
     try:
         import lora_nb  # noqa: F401
         return True

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import TINY_LAYERS, build_tiny, logits, randomize_lora
+from conftest import TINY_D, TINY_LAYERS, build_tiny, logits, randomize_lora
 from lora_nb.checkpoint import (
     load_adapter,
     load_trained_state_dict,
@@ -165,6 +165,23 @@ def test_an_adapter_loads_into_a_model_with_another_lora_dropout(batch, tmp_path
     load_adapter(model, path)
     assert get_lora_config(model).dropout == 0.1
     assert torch.equal(logits(model.eval(), batch), logits(trained, batch))
+
+
+def test_a_full_fine_tuning_checkpoint_starts_another_task_without_its_head(tmp_path):
+    """RoBERTa's protocol (the paper preset's FT baseline): MRPC starts from the MNLI model, a
+    3-label head left behind; the encoder is MNLI's, the new 2-label head untouched."""
+    source = prepare_model(build_tiny("roberta"), "full")
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.5)
+    path = save_adapter(source, tmp_path / "mnli.safetensors")
+    target = prepare_model(build_tiny("roberta", seed=1), "full")
+    target.classifier.out_proj = torch.nn.Linear(TINY_D, 2)  # another task's head
+    head = {k: v.clone() for k, v in target.named_parameters() if k.startswith("classifier.")}
+    load_adapter(target, path, include_head=False)
+    mine, theirs = dict(target.named_parameters()), dict(source.named_parameters())
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine if not k.startswith("classifier."))
+    assert all(torch.equal(mine[k], v) for k, v in head.items())
 
 
 def test_state_dict_with_unknown_key_raises():

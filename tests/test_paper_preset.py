@@ -6,10 +6,8 @@ gloo), bf16 autocast for LoRA. RTE and QNLI are not in the local folder, so they
 from dataclasses import replace
 
 import pytest
-from safetensors.torch import load_file
 
 from conftest import GLUE_DIR, assert_valid_record
-from lora_nb.checkpoint import read_adapter
 from lora_nb.models import save_tiny_model
 from lora_nb.rundir import ADAPTER_FILE, read_record
 from lora_nb.sweep import build_grid, run_sweep
@@ -47,13 +45,6 @@ def test_paper_preset_control_flow_on_two_processes(tmp_path):
         if spec.config.task != "mnli":  # started from the MNLI run of the same seed
             assert spec.depends_on == f"t2-mnli-{spec.run_id.split('-', 2)[2].rsplit('-s', 1)[0]}-s{spec.config.seed}"
             assert record["config"]["init_adapter"].endswith(f"{spec.depends_on}/{ADAPTER_FILE}")
-    # FT's MRPC encoder starts from MNLI's: after training, it is closer to MNLI's than to the
-    # tiny model's random initialisation.
-    mnli, _ = read_adapter(tmp_path / "runs" / "t2-mnli-full-lr1e-05-s0" / ADAPTER_FILE)
-    mrpc, _ = read_adapter(tmp_path / "runs" / "t2-mrpc-full-lr1e-05-s0" / ADAPTER_FILE)
-    key = "roberta.encoder.layer.0.attention.self.query.weight"
-    start = load_file(folder / "model.safetensors")[key.removeprefix("roberta.")]
-    assert (mrpc[key] - mnli[key]).norm() < (mrpc[key] - start).norm()
 
 
 @pytest.mark.slow
