@@ -59,7 +59,7 @@ from .glue import get_task, load_glue, make_dataloader, resolve_glue_dir, subset
 from .lora import LoRAConfig, merge_lora
 from .machine import cpu_count, device_name, git_commit, peak_memory_bytes, versions
 from .models import resolve_model, roberta_base_config, tiny_config
-from .methods import prepare_model
+from .methods import HEAD_PREFIXES, prepare_model
 from .train import run as train_run
 
 MODELS = ("roberta-base-shape", "minilm", "tiny")
@@ -103,7 +103,8 @@ def peft_lora(model: PreTrainedModel, dropout: float = 0.0) -> torch.nn.Module:
     (RoBERTa's classifier; for BERT the pooler too). peft is the `bench` extra, imported here."""
     from peft import LoraConfig, get_peft_model
 
-    head = ["classifier", "pooler"] if model.config.model_type == "bert" else ["classifier"]
+    names = [n for n, _ in model.named_modules()]
+    head = [n.rsplit(".", 1)[-1] for n in names if f"{n}." in HEAD_PREFIXES]  # methods' head, by module
     config = LoraConfig(r=LORA.r, lora_alpha=LORA.alpha, lora_dropout=dropout,
                         target_modules=[PEFT_TARGETS[t] for t in LORA.targets], modules_to_save=head)
     with warnings.catch_warnings():
