@@ -70,9 +70,15 @@ def stand_in(path, behaviour=None):
 
 @pytest.fixture(scope="module")
 def local_ray():
+    """A 2-CPU local Ray instance. Python's KeyboardInterrupt handler is installed first: a test
+    run started in the background by a non-interactive shell (nohup, some CI runners) inherits
+    SIGINT ignored, Python then installs none, and Ray's processes started from it would ignore
+    the SIGINT by which `ray.cancel` interrupts a running task (the Ctrl-C test would hang)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+    signal.signal(signal.SIGINT, previous)
 
 
 def pool():
@@ -163,17 +169,7 @@ def test_a_setting_whose_dependency_failed_is_not_started_under_ray(local_ray, t
     assert attempts(runs_dir, "t2-mrpc-lora") == 0 and not (runs_dir / "t2-mrpc-lora-s0").exists()
 
 
-@pytest.fixture
-def ctrl_c_raises():
-    """Python's KeyboardInterrupt handler for SIGINT. A process started in the background by a
-    non-interactive shell (nohup, some CI runners) inherits SIGINT ignored, and Python then
-    installs none: the test's Ctrl-C would be lost and its sleepers waited for."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
-def test_ctrl_c_under_ray_cancels_pending_settings_and_records_running_ones(local_ray, tmp_path, ctrl_c_raises):
+def test_ctrl_c_under_ray_cancels_pending_settings_and_records_running_ones(local_ray, tmp_path):
     runs_dir = tmp_path / "runs"
     specs = [s for s in build_grid("smoke", runs_dir) if s.run_id.startswith(("t2-mrpc", "t6-mnli-q-r8"))]
     sleepers = ("t2-mrpc-head", "t2-mrpc-houlsby")  # they start once t2-mrpc-lora has completed
