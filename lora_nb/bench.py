@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
 import json
 import os
 import subprocess
@@ -57,7 +56,8 @@ from transformers.utils import logging as hf_logging
 from .config import RunConfig, paper_config
 from .glue import get_task, load_glue, make_dataloader, resolve_glue_dir, subset, tokenize_glue
 from .lora import LoRAConfig, merge_lora
-from .machine import cpu_count, device_name, git_commit, peak_memory_bytes, versions
+from .machine import (cpu_count, device_name, free_memory, git_commit, peak_memory_bytes,
+                      synchronize, timed, versions)
 from .models import resolve_model, roberta_base_config, tiny_config
 from .methods import HEAD_PREFIXES, prepare_model
 from .train import run as train_run
@@ -213,20 +213,6 @@ def compare_with_peft(args: argparse.Namespace, device: torch.device, rows: int 
     return "\n\n".join(out)
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Wall time of `fn()` in seconds, GPU work included."""
-    synchronize(device)
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - start
-
-
 def interleave(fns: dict[str, Callable[[], object]], warmup: int, steps: int,
                device: torch.device, desc: str) -> dict[str, list[float]]:
     """Run the callables in turn, A B C A B C ...; each one's times after `warmup` rounds."""
@@ -256,12 +242,6 @@ def ratio(a: list[float], b: list[float]) -> dict:
 def single(value: float) -> dict:
     """A goal measured once: median = min = max."""
     return {"median": value, "min": value, "max": value}
-
-
-def free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------- FLOPs

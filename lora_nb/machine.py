@@ -1,17 +1,21 @@
-"""What a run or a benchmark ran on: device name, peak memory, library versions, git commit.
+"""What a run or a benchmark ran on: device name, peak memory, library versions, git commit;
+and the timing and memory helpers the benchmarks share (`timed` waits for the device).
 
-One home for these facts, shared by the training loop's records and the benchmarks.
+One home for these, shared by the training loop's records, the benchmarks and the GPU check.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import platform
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -61,3 +65,25 @@ def git_commit() -> str | None:
 
 def cpu_count() -> int:
     return os.cpu_count() or 1
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work (nothing to wait for on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall time of `fn()` in seconds, GPU work included."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def free_memory() -> None:
+    """Collect garbage and return cached GPU memory, between measurements."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gc
 import json
 import math
 import multiprocessing as mp
@@ -52,7 +51,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from lora_nb.estimate import GLUE_TRAIN_SIZES  # noqa: E402  (torch-free, like lora_nb's core)
+# lora_nb's core and these two modules load no transformers or datasets.
+from lora_nb.estimate import GLUE_TRAIN_SIZES  # noqa: E402
+from lora_nb.machine import free_memory, synchronize, timed  # noqa: E402
 
 DEFAULT_GLUE_DIR = REPO.parent / "shared" / "glue"
 GiB = 2**30
@@ -348,19 +349,6 @@ def make_train_step(model: torch.nn.Module, device: torch.device) -> Callable[[d
     return step
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - start
-
-
 def matmul_rate(device: torch.device, size: int, dtype: torch.dtype, warmup: int,
                 reps: int) -> dict:
     """FLOP/s of a size³ matmul (2·size³ FLOPs), median over `reps` after `warmup`."""
@@ -369,12 +357,6 @@ def matmul_rate(device: torch.device, size: int, dtype: torch.dtype, warmup: int
     del a, b
     return {"size": size, "dtype": str(dtype).removeprefix("torch."),
             "median_ms": 1000 * median(times), "flops_per_s": 2 * size**3 / median(times)}
-
-
-def free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------- part 1
