@@ -93,6 +93,13 @@ def read_adapter(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return state, read_metadata(path)
 
 
+def same_adapter(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two adapter files hold the same tensors and metadata (safetensors writes the
+    metadata in no fixed order, so equal files may differ byte for byte)."""
+    (sa, ma), (sb, mb) = read_adapter(a), read_adapter(b)
+    return ma == mb and sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def publish_lora_tensors(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Copy the LoRA matrices of adapter file `src` to `dst` in half precision, with its metadata:
     what §7's subspace analysis reads, at a fraction of the size (no head, no biases)."""

@@ -30,7 +30,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 
-from .checkpoint import publish_lora_tensors
+from .checkpoint import publish_lora_tensors, same_adapter
 from .notebook_run import execute_notebook
 from .rundir import REPO_ROOT, display_path, find_adapter, find_records
 
@@ -225,6 +225,9 @@ def prepare_page(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
+_STDERR_STYLE = re.compile(r"\.jp-RenderedText\[data-mime-type='application/vnd\.jupyter\.stderr'\]\s*\{[^}]*\}\s*")
+
+
 def render_html(notebook: Path, html: Path) -> Path:
     """An executed notebook as one HTML file (`prepare_page`): outputs only, figures embedded."""
     from nbconvert import HTMLExporter
@@ -232,6 +235,9 @@ def render_html(notebook: Path, html: Path) -> Path:
     nb = prepare_page(nbformat.read(notebook, as_version=4))
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nb)
+    # The page holds no stderr output (`prepare_page` drops it), so the template's style rule for
+    # one is dead weight, and a reader searching the page for "stderr" would find only that.
+    body = _STDERR_STYLE.sub("", body)
     Path(html).write_text(body, encoding="utf-8")
     return Path(html)
 
@@ -348,7 +354,9 @@ def _stage(runs_dir: Path, report_dir: Path, staging: Path, adapter_ranks) -> No
         if adapter is not None and adapter == old:
             shutil.copyfile(adapter, staging / "adapters" / f"{run_id}.safetensors")
         elif adapter is not None:
-            publish_lora_tensors(adapter, staging / "adapters" / f"{run_id}.safetensors")
+            new = publish_lora_tensors(adapter, staging / "adapters" / f"{run_id}.safetensors")
+            if old.is_file() and same_adapter(new, old):
+                shutil.copyfile(old, new)  # the same content: keep the committed bytes
 
 
 # --------------------------------------------------------------------------- the report

@@ -249,3 +249,18 @@ def test_roberta_base_adapter_is_a_few_megabytes(roberta_base_lora, tmp_path):
     with safe_open(str(path), framework="pt") as f:
         lora = sum(f.get_tensor(k).numel() for k in f.keys() if k.endswith((".lora_A", ".lora_B")))
     assert lora == 294_912
+
+
+def test_same_adapter_compares_content_not_bytes(tmp_path):
+    """Publishing twice gives files whose metadata order may differ: `same_adapter` says they hold
+    the same thing (the report then keeps the committed bytes), and tells other content apart."""
+    from lora_nb.checkpoint import publish_lora_tensors, same_adapter
+
+    trained = trained_copy(build_tiny("roberta"), "lora", LoRAConfig(("q", "v"), r=4))
+    src = save_adapter(trained, tmp_path / "a.safetensors")
+    first = publish_lora_tensors(src, tmp_path / "p1.safetensors")
+    second = publish_lora_tensors(src, tmp_path / "p2.safetensors")
+    assert same_adapter(first, second)
+    other = save_adapter(trained_copy(build_tiny("roberta"), "lora", LoRAConfig(("q", "v"), r=4)),
+                         tmp_path / "b.safetensors", step=7)
+    assert not same_adapter(first, publish_lora_tensors(other, tmp_path / "p3.safetensors"))

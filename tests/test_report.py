@@ -58,8 +58,10 @@ def faults(html: str) -> list[str]:
 def test_committed_pages(page):
     if not page.exists():
         pytest.skip(f"{page.name} is not committed")
-    problems = faults(page.read_text(encoding="utf-8"))
+    html = page.read_text(encoding="utf-8")
+    problems = faults(html)
     assert not problems, f"{page.name} (re-render it: lora_nb.report.build_report): " + "; ".join(problems)
+    assert "stderr" not in html  # not even the template's style rule for it
 
 
 # --------------------------------------------------------------------------- the checks themselves
@@ -126,6 +128,7 @@ def test_rendered_page_has_no_faults(rendered):
     _, html = rendered
     assert faults(html) == []
     assert report.page_problems(html) == []
+    assert "stderr" not in html
 
 
 def test_rendered_page_title_alt_text_paths_and_tables(rendered):
