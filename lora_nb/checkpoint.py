@@ -79,18 +79,20 @@ def save_adapter(model: nn.Module, path: str | os.PathLike, /, **metadata: objec
     return path
 
 
+def _decoded(meta: dict | None) -> dict:
+    return {k: (json.loads(v) if k != "method" else v) for k, v in (meta or {}).items()}
+
+
 def read_metadata(path: str | os.PathLike) -> dict:
     """The metadata of an adapter file (method, configurations), without reading its tensors."""
     with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    return {k: (json.loads(v) if k != "method" else v) for k, v in meta.items()}
+        return _decoded(f.metadata())
 
 
 def read_adapter(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
     """Tensors and metadata of an adapter file (metadata values JSON-decoded)."""
     with safe_open(str(path), framework="pt") as f:
-        state = {k: f.get_tensor(k) for k in f.keys()}
-    return state, read_metadata(path)
+        return {k: f.get_tensor(k) for k in f.keys()}, _decoded(f.metadata())
 
 
 def same_adapter(a: str | os.PathLike, b: str | os.PathLike) -> bool:

@@ -12,7 +12,6 @@ local data counts max_length per example, an upper bound, and says so. Evaluatio
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,14 +31,14 @@ class RunCost:
     lengths_measured: bool
 
 
-def mean_lengths(tasks: Iterable[str], max_lengths: dict[str, int], glue_dir: Path | None,
+def mean_lengths(max_lengths: dict[str, int], glue_dir: Path | None,
                  tokenizer) -> dict[str, float | None]:
-    """Mean tokens per training example for each task with local data (None without), each
-    example truncated at its task's max_length."""
+    """Mean tokens per training example for each task of `max_lengths` (task -> the runs'
+    max_length, where examples are truncated) with local data; None without."""
     from .glue import get_task, local_splits, subset, load_glue
 
     out: dict[str, float | None] = {}
-    for name in tasks:
+    for name in max_lengths:
         task = get_task(name)
         try:
             if glue_dir is None:

@@ -612,7 +612,7 @@ def _estimate(specs: list[RunSpec], glue_dir: str | None, tokens_per_second: flo
     local = resolve_glue_dir(glue_dir)
     tokenizer, used = estimate.length_tokenizer(specs[0].config.model)
     max_lengths = {s.config.task: s.config.max_length for s in specs}
-    lengths = estimate.mean_lengths(max_lengths, max_lengths, local, tokenizer)
+    lengths = estimate.mean_lengths(max_lengths, local, tokenizer)
     table = estimate.summary(estimate.run_costs(specs, lengths), tokens_per_second)
     source = f"{used}'s tokenizer on up to {estimate.LENGTH_SAMPLE} training examples per task"
     return f"{len(specs)} runs; token lengths: {source} in {local or 'no local GLUE folder'}\n{table}"
