@@ -71,16 +71,23 @@ class RunConfig:
     global_batch_size: int | None = _field(
         None, "examples per optimizer step over all processes, reached by gradient accumulation "
               "(None: batch_size × processes); the authors' scripts: 8 GPUs × batch_size")
-    epochs: int = _field(30, "training epochs")
+    epochs: int = _field(30, "training epochs (when max_steps is None)")
+    max_steps: int | None = _field(
+        None, "optimizer steps in all, the data cycled epoch after epoch (None: epochs × an epoch's steps)")
     warmup_ratio: float = _field(0.06, "share of the steps with a linear warm-up")
     weight_decay: float = _field(0.0, "AdamW weight decay (not on biases and LayerNorm)")
     max_grad_norm: float = _field(1.0, "gradient clipping norm")
     max_length: int = _field(512, "longest input in tokens (longer ones are truncated)")
-    seed: int = _field(0, "random seed: head initialisation, LoRA's A, data order and subset")
-    # Data.
+    seed: int = _field(0, "random seed: head initialisation, LoRA's A, adapters, dropout, data order")
+    # Data: every seed trains on the same examples (data_seed), so runs pair by seed.
+    data_seed: int = _field(0, "seed of the dev split and the training subset, the same for every seed")
+    dev_examples: int = _field(
+        0, "hold out min(this, 10% of the training split) as a dev split, evaluated beside "
+           "validation, for choosing learning rates and budgets (0: none)")
     max_train_samples: int | None = _field(None, "train on a random subset of this size (None: all)")
     max_eval_samples: int | None = _field(None, "evaluate on a fixed subset of this size (None: all)")
-    group_by_length: bool = _field(True, "batch training examples of similar length together")
+    group_by_length: bool = _field(False, "batch training examples of similar length together "
+                                          "(a speed option; default: random batches)")
     eval_every: int = _field(0, "also evaluate every this many optimizer steps (0: at epoch ends only)")
     glue_dir: str | None = _field(None, "local GLUE folder <dir>/<task>/<split>.parquet "
                                         "(None: $LORA_NB_GLUE_DIR, else the Hub)")
@@ -92,7 +99,8 @@ class RunConfig:
     overwrite: bool = _field(False, "replace a completed run in output_dir")
     eval_batch_size: int = _field(64, "evaluation batch size")
     num_threads: int = _field(0, "CPU threads for torch (0: torch's default)")
-    mixed_precision: str = _field("auto", "auto: bf16 on GPUs that support it, else fp32",
+    mixed_precision: str = _field("auto", "auto: bf16 autocast where the device has bf16 arithmetic "
+                                  "(GPUs; CPUs with AVX512-BF16 or AMX), else fp32",
                                   ("auto", "no", "bf16", "fp16"))
     tags: list[str] = _field(None, "free labels, comma-separated (e.g. the table a run is for)",
                              factory=list)
@@ -164,8 +172,10 @@ class RunConfig:
                              f"({self.batch_size}), got {self.global_batch_size!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling: one of {POOLINGS}, got {self.pooling!r}")
-        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 0:
-            raise ValueError(f"eval_every: must be an integer >= 0, got {self.eval_every!r}")
+        for name in ("eval_every", "dev_examples", "data_seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}: must be an integer >= 0, got {value!r}")
         for name in ("learning_rate", "batch_size", "epochs", "max_length", "eval_batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
@@ -177,9 +187,9 @@ class RunConfig:
             raise ValueError(f"warmup_ratio: must lie in [0, 1), got {self.warmup_ratio!r}")
         if self.weight_decay < 0 or self.max_grad_norm <= 0:
             raise ValueError("weight_decay must be >= 0 and max_grad_norm > 0")
-        for name in ("max_train_samples", "max_eval_samples"):
+        for name in ("max_train_samples", "max_eval_samples", "max_steps"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name}: must be a positive integer or None, got {value!r}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision: one of auto, no, bf16, fp16; got {self.mixed_precision!r}")

@@ -147,6 +147,19 @@ def subset(ds: datasets.Dataset, n: int | None, seed: int) -> datasets.Dataset:
     return ds.shuffle(seed=seed).select(range(n))
 
 
+DEV_SHARE = 0.1  # the dev split takes at most this share of the training split
+
+
+def split_dev(train: datasets.Dataset, n: int, seed: int) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+    """(training examples, dev split): min(`n`, 10%) examples held out of the training split at
+    random with `seed`, for choosing learning rates and budgets; (train, None) when `n` is 0."""
+    size = min(n, int(DEV_SHARE * len(train)))
+    if size < 1:
+        return train, None
+    parts = train.train_test_split(test_size=size, seed=seed, shuffle=True)
+    return parts["train"], parts["test"]
+
+
 def make_dataloader(
     ds: datasets.Dataset,
     tokenizer: PreTrainedTokenizerBase,

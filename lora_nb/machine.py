@@ -63,6 +63,20 @@ def git_commit() -> str | None:
         return None
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic (x86 AVX512-BF16 or AMX; Arm's BF16 extension), from
+    the kernel's CPU flags; False where they can't be read (not Linux)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = set()
+    for line in info.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[1].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def cpu_count() -> int:
     return os.cpu_count() or 1
 

@@ -30,9 +30,10 @@ from transformers import get_linear_schedule_with_warmup, set_seed
 
 from .checkpoint import load_adapter, save_adapter
 from .config import RunConfig, paper_config
-from .glue import Task, load_glue, make_dataloader, subset, tokenize_glue
+from .glue import Task, load_glue, make_dataloader, split_dev, subset, tokenize_glue
 from .lora import merge_lora, unmerge_lora
-from .machine import cpu_count, device_name, git_commit, peak_memory_bytes, versions
+from .convergence import DEV_SPLIT, judge_record
+from .machine import cpu_count, cpu_has_bf16, device_name, git_commit, peak_memory_bytes, versions
 from .metrics import glue_metric
 from .models import load_model, load_model_config, max_model_length
 from .methods import count_parameters, prepare_model
@@ -56,9 +57,13 @@ def _environment(accelerator: Accelerator) -> dict:
 
 
 def _mixed_precision(setting: str) -> str:
+    """"auto": bf16 autocast (fp32 master weights and optimizer state) where the device has bf16
+    arithmetic: a GPU that supports it, or a CPU with AVX512-BF16 or AMX; else fp32 ("no")."""
     if setting != "auto":
         return setting
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if cpu_has_bf16() else "no"
 
 
 def prepare_run_dir(config: RunConfig) -> Path:
@@ -255,8 +260,12 @@ def _train(config, task, model_config, accelerator, run_dir, record, progress) -
     with accelerator.main_process_first():
         data = tokenize_glue(load_glue(task, config.glue_dir), tokenizer, task,
                              config.max_length)
-    train_ds = subset(data["train"], config.max_train_samples, config.seed)
+    # The same examples for every seed (data_seed): the dev split first, the subset from the rest.
+    train_ds, dev_ds = split_dev(data["train"], config.dev_examples, config.data_seed)
+    train_ds = subset(train_ds, config.max_train_samples, config.data_seed)
     eval_splits = {s: subset(data[s], config.max_eval_samples, 0) for s in task.eval_splits if s in data}
+    if dev_ds is not None:
+        eval_splits[DEV_SPLIT] = dev_ds
     record["data"] = {"train_examples": len(train_ds),
                       "eval_examples": {s: len(d) for s, d in eval_splits.items()}}
     train_loader = make_dataloader(train_ds, tokenizer, config.batch_size, train=True,
@@ -271,13 +280,14 @@ def _train(config, task, model_config, accelerator, run_dir, record, progress) -
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay},
          {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.learning_rate, fused=accelerator.device.type == "cuda",
+        lr=config.learning_rate, fused=True,
     )
     # Optimizer steps: the batches each process sees, grouped by gradient accumulation (accelerate
     # also steps at the end of the data, so an epoch's last group may be short).
     accumulation = accelerator.gradient_accumulation_steps
     steps_per_epoch = math.ceil(math.ceil(len(train_loader) / accelerator.num_processes) / accumulation)
-    total_steps = config.epochs * steps_per_epoch
+    total_steps = config.max_steps or config.epochs * steps_per_epoch
+    epochs = math.ceil(total_steps / steps_per_epoch)
     scheduler = linear_schedule(optimizer, total_steps, config.warmup_ratio, accelerator.num_processes)
     model, optimizer, train_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, scheduler)
@@ -287,6 +297,8 @@ def _train(config, task, model_config, accelerator, run_dir, record, progress) -
 
     def evaluate_now(epoch: int, step: int) -> None:
         """Evaluate every split, keep the best evaluation's adapter (§5.1), write the record."""
+        if record["evaluations"] and record["evaluations"][-1]["step"] == step:
+            return  # the last step was evaluated already (eval_every divides it)
         t0 = time.perf_counter()
         outputs = {s: {} for s in eval_loaders}
         scores = {s: evaluate(model, l, task, accelerator, progress, outputs[s])
@@ -297,9 +309,9 @@ def _train(config, task, model_config, accelerator, run_dir, record, progress) -
                                       "primary": primary, "eval_seconds": seconds})
         improved = primary > record.get("best_metric", -math.inf)
         if improved:
-            # The best evaluation's predictions, for paired bootstrap intervals (lora_nb.claims).
+            # The best evaluation's validation predictions, for paired intervals (lora_nb.claims).
             record.update(best_epoch=epoch, best_step=step, best_metric=primary,
-                          best_outputs=outputs)
+                          best_outputs={s: o for s, o in outputs.items() if s != DEV_SPLIT})
             if accelerator.is_main_process:
                 save_adapter(accelerator.unwrap_model(model), run_dir / ADAPTER_FILE,
                              task=task.name, epoch=epoch, step=step, model=config.model)
@@ -311,10 +323,10 @@ def _train(config, task, model_config, accelerator, run_dir, record, progress) -
     step, tokens, clock = 0, 0, {"train": 0.0, "eval": 0.0}
     record["lr_curve"] = []
     model.train()
-    for epoch in range(1, config.epochs + 1):
-        epoch_loss, window, window_steps, eval_before = 0.0, [], 0, clock["eval"]
+    for epoch in range(1, epochs + 1):
+        epoch_loss, batches, window, window_steps, eval_before = 0.0, 0, [], 0, clock["eval"]
         t0 = time.perf_counter()
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{config.epochs}", leave=False,
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{epochs}", leave=False,
                    disable=not progress or not accelerator.is_main_process)
         for batch in bar:
             with accelerator.accumulate(model):  # optimizer and scheduler step once per group
@@ -332,6 +344,7 @@ def _train(config, task, model_config, accelerator, run_dir, record, progress) -
             tokens += int(batch["attention_mask"].sum()) * accelerator.num_processes
             window.append(loss.item())
             epoch_loss += window[-1]
+            batches += 1
             if not accelerator.sync_gradients:
                 continue
             step += 1
@@ -341,24 +354,28 @@ def _train(config, task, model_config, accelerator, run_dir, record, progress) -
                 record["lr_curve"].append([step, scheduler.get_last_lr()[0]])
                 bar.set_postfix(loss=f"{record['loss_curve'][-1][1]:.4f}")
                 window, window_steps = [], 0
-            if config.eval_every and step % config.eval_every == 0 and step % steps_per_epoch:
+            if config.eval_every and step % config.eval_every == 0:
                 evaluate_now(epoch, step)
-        epoch_seconds = time.perf_counter() - t0
-        evaluate_now(epoch, step)
+            if step == total_steps:
+                break
+        # Without eval_every, each epoch ends with an evaluation; with it, the last step does.
+        if not config.eval_every or step == total_steps:
+            evaluate_now(epoch, step)
         eval_seconds = clock["eval"] - eval_before
-        train_time = epoch_seconds - (eval_seconds - record["evaluations"][-1]["eval_seconds"])
+        train_time = time.perf_counter() - t0 - eval_seconds
         clock["train"] += train_time
-        last = record["evaluations"][-1]
+        last = record["evaluations"][-1] if record["evaluations"] else {}
         record["epochs"].append({
-            "epoch": epoch, "train_loss": epoch_loss / len(train_loader), "eval": last["eval"],
-            "primary": last["primary"], "train_seconds": train_time, "eval_seconds": eval_seconds,
+            "epoch": epoch, "train_loss": epoch_loss / batches, "eval": last.get("eval"),
+            "primary": last.get("primary"), "train_seconds": train_time, "eval_seconds": eval_seconds,
         })
         record["train_seconds"], record["eval_seconds"] = clock["train"], clock["eval"]
         record["train_tokens_per_s"] = tokens / clock["train"]
         if accelerator.is_main_process:
             write_record(run_dir, record)
-            accelerator.print(f"epoch {epoch}/{config.epochs}  loss {epoch_loss / len(train_loader):.4f}  "
+            accelerator.print(f"epoch {epoch}/{epochs}  loss {epoch_loss / batches:.4f}  "
                               f"{train_time:.1f}s train + {eval_seconds:.1f}s eval")
+    record["convergence"] = judge_record(record).to_dict()
 
 
 def _argument_type(hint):
