@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from .tuning import choose_rate
+
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 MARGIN = 2.0  # δ, in points of the metric × 100: "matches" means "is not worse by more than δ"
 # How far full fine-tuning must beat the trivial baseline for a task to count as learned
@@ -196,13 +198,13 @@ PAPER_EVIDENCE = {
 
 
 def best_learning_rate(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs of the learning rate whose median score is best, where one setting ran at several
-    (the FT baseline's {1e-5, 2e-5, 3e-5}, picked on the validation set as Liu et al., 2019 did:
-    optimistic for FT, as the paper's copied numbers are). The one rule for tables and claims."""
+    """The runs at the learning rate `lora_nb.tuning.choose_rate` picks, where one setting ran at
+    several (the tuning seed's best dev score; without a dev split, the best median validation
+    score, as Liu et al., 2019 picked RoBERTa's). The one rule for the sweep, tables and claims."""
     if runs.empty or "learning_rate" not in runs or runs["learning_rate"].nunique() < 2:
         return runs
-    medians = runs.groupby("learning_rate")["best_metric"].median()
-    return runs[runs["learning_rate"] == medians.idxmax()]
+    chosen = choose_rate(runs["record"])
+    return runs[runs["learning_rate"] == chosen]
 
 
 def _runs(df: pd.DataFrame, name: str, **where) -> Runs | None:

@@ -63,11 +63,11 @@ def git_commit() -> str | None:
         return None
 
 
-def cpu_has_bf16() -> bool:
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU has bf16 arithmetic (x86 AVX512-BF16 or AMX; Arm's BF16 extension), from
-    the kernel's CPU flags; False where they can't be read (not Linux)."""
+    the kernel's CPU flags (`cpuinfo`: /proc/cpuinfo's text); False where they can't be read."""
     try:
-        info = Path("/proc/cpuinfo").read_text()
+        info = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
     except OSError:
         return False
     flags = set()

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from . import claims
+from .convergence import judge_record
 from .paper import reference_table
 from .rundir import find_records
 
@@ -39,9 +40,12 @@ def load_records(runs_dir: str | os.PathLike) -> pd.DataFrame:
         params = rec.get("parameters", {})
         epochs = rec.get("epochs", [])
         method = cfg.get("method")
+        convergence = judge_record(rec)
         rows.append({
             "run_id": run_id,
             "status": rec.get("status"),
+            "converged": convergence.converged,
+            "convergence": convergence.reason,
             "error": rec.get("error"),
             "task": cfg.get("task"),
             "method": method,
@@ -524,7 +528,19 @@ def headline(runs_dir: str | os.PathLike) -> str:
     main = df[df["tags"].map(lambda t: "budget" not in t)]
     t2 = table2_display(table2(df), main["model"].mode()[0])
     cols = ["claim", "statement", "ours: difference [95% interval], points", "verdict"]
-    return "\n\n".join([to_markdown(summary[cols]), to_markdown(t2)])
+    return "\n\n".join([to_markdown(summary[cols]), to_markdown(t2), convergence_text(main)])
+
+
+def convergence_text(df: pd.DataFrame) -> str:
+    """How many completed runs converged by `lora_nb.convergence`'s rule, and which did not."""
+    done = df[df["status"] == "completed"] if len(df) else df
+    if not len(done):
+        return "no completed runs"
+    late = done[~done["converged"]]
+    lines = [f"{int(done['converged'].sum())} of {len(done)} completed runs converged "
+             "(best dev score before the last quarter of training, or < 0.5 points gained in it)"]
+    lines += [f"- not converged: {r.run_id}: {r.convergence}" for r in late.itertuples()]
+    return "\n".join(lines)
 
 
 def reproduced(runs_dir: str | os.PathLike, reference_dir: str | os.PathLike) -> str:

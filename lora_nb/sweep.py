@@ -87,8 +87,11 @@ CLAIM_CELLS = {(("q", "v"), r) for r in RANKS} | {(("q",), 8), (("q", "k", "v", 
 TABLE5_CELLS = ((("k",), 8), (("v",), 8), (("o",), 8), (("q", "k"), 4))
 # The converged reference run on a 2-core CPU (issues "runs that converge" and "the converged
 # reference run"). all-MiniLM-L6-v2 read as it was trained, the mean over tokens (a deviation:
-# the paper's RoBERTa head reads [CLS]); bf16 autocast where the CPU has it; random batches of
-# 16; every seed on the same data: each task's whole training split but a dev split of
+# the paper's RoBERTa head reads [CLS]); bf16 autocast where the CPU has it; batches of 16
+# grouped by length (transformers' LengthGroupedSampler: random mega-batches of 50 batches,
+# sorted within), a speed option: padded tokens per batch fall from about 2 × the mean length
+# to 1.04 × (`python benchmarks/padding.py`: MNLI 79.5 against 41.7 tokens);
+# every seed on the same data: each task's whole training split but a dev split of
 # min(1,000, 10%) held out for choosing rates and budgets; scores on the validation split at the
 # best evaluation (§5.1). Per-task optimizer-step budgets, evaluated 8 times per run; the
 # convergence study (preset "study": FT and LoRA, 3 rates each, seed 0) tests them with the rule
@@ -107,7 +110,7 @@ _REFERENCE = dict(
     method_seeds={"lora": (0, 1, 2, 3, 4), "full": (0, 1, 2, 3, 4)},
     table6_task="mnli", ranks=RANKS, weight_types=WEIGHT_TYPES, table5_cells=TABLE5_CELLS,
     common=dict(batch_size=16, max_length=128, warmup_ratio=0.06, pooling="mean",
-                dev_examples=1000, group_by_length=False),
+                dev_examples=1000, group_by_length=True),
     task_settings={t: dict(max_steps=n, eval_every=n // 8) for t, n in REFERENCE_STEPS.items()},
     method_settings={"houlsby": dict(adapter_size=8), "pfeiffer": dict(adapter_size=16)},
     tuning_grid=TUNING_GRID,
@@ -673,17 +676,37 @@ def step_fraction(records: list[dict], wall_seconds: float, cores: int) -> float
     return busy / (wall_seconds * cores)
 
 
-def _estimate(specs: list[RunSpec], glue_dir: str | None, tokens_per_second: float | None) -> str:
-    """`lora_nb.estimate`'s table for a grid, with where its token lengths came from."""
+def _estimate(specs: list[RunSpec], glue_dir: str | None, tokens_per_second: float | None,
+              records_dirs: tuple) -> str:
+    """`lora_nb.estimate`'s table for a grid, with where its token lengths and seconds came from."""
     from .glue import resolve_glue_dir
 
     local = resolve_glue_dir(glue_dir)
     tokenizer, used = estimate.length_tokenizer(specs[0].config.model)
     max_lengths = {s.config.task: s.config.max_length for s in specs}
     lengths = estimate.mean_lengths(max_lengths, local, tokenizer)
-    table = estimate.summary(estimate.run_costs(specs, lengths), tokens_per_second)
-    source = f"{used}'s tokenizer on up to {estimate.LENGTH_SAMPLE} training examples per task"
-    return f"{len(specs)} runs; token lengths: {source} in {local or 'no local GLUE folder'}\n{table}"
+    sizes = estimate.split_sizes(max_lengths, local)
+    costs = estimate.run_costs(specs, lengths, sizes)
+    lines = [f"{len(specs)} runs; token lengths: {used}'s tokenizer on up to "
+             f"{estimate.LENGTH_SAMPLE} training examples per task in {local or 'no local GLUE folder'}"]
+    hours = None
+    if not tokens_per_second:  # core-hours on this machine, from measured seconds
+        model = specs[0].config.model
+        records = [json.loads(p.read_text()) for d in records_dirs if d and Path(d).is_dir()
+                   for _, p in find_records(d)]
+        records = [r for r in records if r.get("config", {}).get("model") == model
+                   and r.get("mixed_precision") == "bf16"]
+        rates = estimate.measured_rates(records)
+        methods = sorted({s.config.method for s in specs})
+        missing = [m for m in methods if m not in rates]
+        if missing:
+            rates.update(estimate.time_methods(model, missing, specs[0].config.mixed_precision))
+        lines.append("core-seconds per token and per evaluated example: "
+                     + ", ".join(f"{m} {'from records' if m not in missing else 'timed now'}"
+                                 for m in methods))
+        hours = estimate.core_hours(specs, costs, rates, sizes)
+    lines.append(estimate.summary(costs, tokens_per_second, hours))
+    return "\n".join(lines)
 
 
 def _pending(preset: Preset | str, rates: dict) -> list[str]:
@@ -774,7 +797,7 @@ def main(argv: list[str] | None = None) -> int:
         runs_dir = Path(args.runs_dir or f"runs/{args.preset}").expanduser().resolve()
         if args.estimate:
             specs = build_grid(args.preset, runs_dir, args.glue_dir, args.model, placeholder_rates=True)
-            print(_estimate(specs, args.glue_dir, args.tokens_per_second))
+            print(_estimate(specs, args.glue_dir, args.tokens_per_second, (runs_dir, args.resume_from)))
             return 0
         resume = None if args.list else args.resume_from
         specs, rates, restored = resolve_grid(args.preset, runs_dir, args.glue_dir, args.model, resume)

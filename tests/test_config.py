@@ -80,3 +80,24 @@ def test_cli_refuses_bad_input_with_exit_code_2(capsys, tmp_path):
     assert main(["--task", "mrpc", "--method", "full", "--r", "4", "--output-dir", str(tmp_path)]) == 2
     assert "r: LoRA settings do not apply to method 'full'" in capsys.readouterr().err
     assert main(["--paper", "--task", "nope"]) == 2
+
+
+def test_mixed_precision_auto_takes_bf16_where_the_cpu_has_it(monkeypatch):
+    from lora_nb import train
+    from lora_nb.machine import cpu_has_bf16
+
+    assert cpu_has_bf16("flags\t\t: fpu sse avx512f avx512_bf16 avx512_vnni\n")
+    assert cpu_has_bf16("Features\t: fp asimd bf16 i8mm\n")  # Arm
+    assert not cpu_has_bf16("flags\t\t: fpu sse avx2 avx512f\n")
+    monkeypatch.setattr(train.torch.cuda, "is_available", lambda: False)
+    for has, expected in ((True, "bf16"), (False, "no")):
+        monkeypatch.setattr(train, "cpu_has_bf16", lambda has=has: has)
+        assert train._mixed_precision("auto") == expected
+    assert train._mixed_precision("no") == "no"
+
+
+@pytest.mark.parametrize("name, value", [("max_steps", 0), ("max_steps", 1.5), ("dev_examples", -1),
+                                         ("data_seed", True), ("dev_examples", "100")])
+def test_budget_and_dev_split_settings_are_checked(name, value):
+    with pytest.raises(ValueError, match=name):
+        RunConfig(**{name: value}).validate()

@@ -96,3 +96,18 @@ def test_length_grouping_wastes_less_padding(minilm_tokenizer):
     tokens = {g: sum(b["input_ids"].numel() for b in make_dataloader(train, minilm_tokenizer, 16, train=True, group_by_length=g))
               for g in (False, True)}
     assert tokens[True] < tokens[False]
+
+
+def test_the_dev_split_is_held_out_of_training_the_same_for_every_seed():
+    import datasets
+
+    from lora_nb.glue import split_dev
+
+    train = datasets.Dataset.from_dict({"idx": list(range(200)), "label": [0, 1] * 100})
+    rest, dev = split_dev(train, 1000, seed=0)
+    assert len(dev) == 20 and len(rest) == 180  # at most 10% of the training split
+    assert not set(dev["idx"]) & set(rest["idx"])
+    again, dev_again = split_dev(train, 1000, seed=0)
+    assert dev_again["idx"] == dev["idx"]
+    assert split_dev(train, 5, seed=0)[1].num_rows == 5
+    assert split_dev(train, 0, seed=0) == (train, None)

@@ -147,3 +147,16 @@ def test_gradient_accumulation_reaches_the_global_batch_with_the_same_updates(tm
         assert torch.allclose(a[key], b[key], atol=1e-5), key
     with pytest.raises(ValueError, match="global_batch_size: must be None or a positive multiple of batch_size"):
         quick(tmp_path, batch_size=16, global_batch_size=24).validate()
+
+
+def test_a_step_budget_with_a_dev_split_is_evaluated_on_both_and_judged(tmp_path):
+    cfg = quick(tmp_path, max_train_samples=64, max_eval_samples=32, max_steps=6, eval_every=2,
+                dev_examples=24, max_length=32)
+    record = run(cfg, progress=False)
+    assert record["optimizer_steps"] == 6 and len(record["epochs"]) == 2  # 64 examples: 4 steps an epoch
+    assert [e["step"] for e in record["evaluations"]] == [2, 4, 6]
+    assert record["data"] == {"train_examples": 64, "eval_examples": {"validation": 32, "dev": 24}}
+    assert all(set(e["eval"]) == {"validation", "dev"} for e in record["evaluations"])
+    assert set(record["best_outputs"]) == {"validation"}  # dev predictions are not kept
+    assert record["convergence"]["split"] == "dev" and not record["convergence"]["converged"]
+    assert record["mixed_precision"] in ("bf16", "no")

@@ -1,0 +1,84 @@
+"""The convergence rule (lora_nb.convergence) and the learning-rate rule (lora_nb.tuning), on
+synthetic curves and records."""
+
+import math
+
+import pytest
+
+from lora_nb.convergence import MIN_GAIN, judge, judge_record
+from lora_nb.tuning import choose_rate, dev_score
+
+
+def saturating(steps, ceiling, rate):
+    """A learning curve that rises to `ceiling` with time constant `rate` (steps)."""
+    return [(s, ceiling * (1 - math.exp(-s / rate))) for s in steps]
+
+
+STEPS = list(range(100, 1001, 100))
+
+
+def test_a_curve_that_plateaued_early_converged():
+    verdict = judge(saturating(STEPS, 0.8, 80), 1000)
+    assert verdict.converged, verdict.reason
+
+
+def test_a_curve_still_climbing_at_the_end_did_not_converge():
+    verdict = judge(saturating(STEPS, 0.8, 2000), 1000)  # nearly linear over the run
+    assert not verdict.converged and verdict.reason.startswith("still gaining")
+
+
+def test_the_best_score_before_the_last_quarter_is_enough():
+    points = [(100, 0.5), (200, 0.7), (300, 0.72), (400, 0.71), (800, 0.70), (900, 0.69), (1000, 0.705)]
+    verdict = judge(points, 1000)
+    assert verdict.converged and "step 300" in verdict.reason
+
+
+@pytest.mark.parametrize("gain, converged", [(MIN_GAIN * 0.5, True), (MIN_GAIN * 2, False)])
+def test_a_late_best_converged_only_when_the_last_quarter_gained_little(gain, converged):
+    points = [(100, 0.5), (400, 0.7), (700, 0.75), (800, 0.75 + gain / 2), (1000, 0.75 + gain)]
+    assert judge(points, 1000).converged is converged
+
+
+def test_too_few_evaluations_or_no_score_cannot_show_a_plateau():
+    assert not judge([(125, 0.5), (250, 0.6)], 250).converged  # the old reference runs: 2 evaluations
+    nan = float("nan")
+    assert not judge([(s, nan) for s in STEPS], 1000).converged
+
+
+def record(steps, dev, validation, rate=1e-3, seed=0, status="completed", metric="accuracy"):
+    evaluations = [{"step": s, "primary": v, "eval": {"validation": {metric: v}, "dev": {metric: d}}}
+                   for s, d, v in zip(steps, dev, validation)]
+    return {"status": status, "primary_metric": metric, "optimizer_steps": steps[-1],
+            "evaluations": evaluations, "best_metric": max(validation),
+            "config": {"learning_rate": rate, "seed": seed}}
+
+
+def test_the_rule_reads_the_dev_split_when_the_run_has_one():
+    # validation still climbs, dev has levelled off: the dev curve decides
+    rec = record([100, 200, 300, 400], dev=[0.6, 0.7, 0.7, 0.7], validation=[0.5, 0.6, 0.7, 0.8])
+    verdict = judge_record(rec)
+    assert verdict.split == "dev" and verdict.converged
+
+
+def test_the_rate_is_chosen_on_the_dev_split_at_the_tuning_seed():
+    steps = [100, 200, 300, 400]
+    low = record(steps, dev=[0.6, 0.7, 0.71, 0.72], validation=[0.9] * 4, rate=1e-4)  # best validation
+    high = record(steps, dev=[0.7, 0.75, 0.8, 0.78], validation=[0.6] * 4, rate=1e-3)  # best dev
+    other_seed = record(steps, dev=[0.9] * 4, validation=[0.9] * 4, rate=1e-4, seed=1)
+    assert dev_score(high) == 0.8
+    assert choose_rate([low, high, other_seed]) == 1e-3  # seed 1 ran only at 1e-4: not compared
+    failed = record(steps, dev=[0.99] * 4, validation=[0.99] * 4, rate=3e-3, status="failed")
+    assert choose_rate([low, high, failed]) == 1e-3
+    assert choose_rate([failed]) is None
+
+
+def test_ties_go_to_the_smaller_rate_and_runs_without_a_dev_split_use_median_validation():
+    steps = [100, 200, 300, 400]
+    a, b = (record(steps, [0.7] * 4, [0.5] * 4, rate=r) for r in (1e-3, 1e-4))
+    assert choose_rate([a, b]) == 1e-4
+    plain = []
+    for rate, scores in ((1e-5, [0.80, 0.81, 0.30]), (2e-5, [0.79, 0.79, 0.79])):
+        for seed, v in enumerate(scores):
+            plain.append({"status": "completed", "best_metric": v, "evaluations": [],
+                          "config": {"learning_rate": rate, "seed": seed}})
+    assert choose_rate(plain) == 1e-5  # median 0.80 against 0.79
