@@ -1,4 +1,5 @@
-# Two entry points: `make report` (the cpu preset sweep and the rendered report) and `make test`.
+# Two entry points: `make report` (the cpu preset sweep and the rendered report) and `make test`
+# (the fast tests; `make test-slow` runs the slow ones: real training runs, notebooks, sweeps).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,7 +11,7 @@ ifneq ($(GLUE_DIR),)
 export LORA_NB_GLUE_DIR ?= $(GLUE_DIR)
 endif
 
-.PHONY: test report reference env lab clean
+.PHONY: test test-slow report reference env lab clean
 
 env: $(STAMP)
 
@@ -22,7 +23,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 report: $(STAMP)
 	$(PY) -m lora_nb.sweep --preset cpu --runs-dir runs/cpu --workers $(WORKERS) --report

@@ -199,7 +199,10 @@ class RunConfig:
         if self.init_adapter:
             if not Path(self.init_adapter).is_file():
                 raise FileNotFoundError(f"init_adapter: no adapter file at {self.init_adapter}")
-            stored = read_metadata(self.init_adapter).get("method")
+            try:
+                stored = read_metadata(self.init_adapter).get("method")
+            except ValueError as err:  # not a safetensors file: named, not safetensors' own error
+                raise ValueError(f"init_adapter: {err}") from None
             if stored != self.method:
                 raise ValueError(f"init_adapter: {self.init_adapter} was trained with method "
                                  f"{stored!r}, this run is {self.method!r}")

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import pyarrow
+import pyarrow.parquet
 import torch
+from datasets.exceptions import DatasetGenerationError
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -94,9 +97,29 @@ def load_glue(task: Task, glue_dir: str | os.PathLike | None = None) -> datasets
     local = resolve_glue_dir(glue_dir)
     if local is not None:
         files = {s: str(p) for s, p in local_splits(task, local).items()}
-        return datasets.load_dataset("parquet", data_files=files)
+        for path in files.values():  # the footer only: a truncated or foreign file, named
+            _check_parquet(path, footer_only=True)
+        try:
+            return datasets.load_dataset("parquet", data_files=files)
+        except (DatasetGenerationError, pyarrow.ArrowException) as err:  # neither names the file
+            for path in files.values():
+                _check_parquet(path)
+            raise ValueError(f"glue_dir: reading {', '.join(files.values())} failed: "
+                             f"{type(err.__cause__ or err).__name__}: {err.__cause__ or err}") from None
     ds = datasets.load_dataset(HUB_DATASET, task.name)
     return datasets.DatasetDict({s: ds[s] for s in ("train", *task.eval_splits)})
+
+
+def _check_parquet(path: str, footer_only: bool = False) -> None:
+    """Refuse a file that pyarrow cannot read as parquet, naming it."""
+    try:
+        if footer_only:
+            pyarrow.parquet.read_metadata(path)
+        else:
+            pyarrow.parquet.read_table(path)
+    except (pyarrow.ArrowException, OSError) as err:
+        raise ValueError(f"glue_dir: {path} is not a readable parquet file "
+                         f"({type(err).__name__}: {err})") from None
 
 
 def _tokenizer_key(tokenizer: PreTrainedTokenizerBase) -> str:

@@ -60,8 +60,8 @@ METHOD_LABELS = {
     "base_copy": "base copy (noise control)",
     "lora_merged": "LoRA merged",
     "lora_unmerged": "LoRA unmerged",
-    "houlsby": "AdapterH (Houlsby, m=8)",
-    "pfeiffer": "AdapterL (Pfeiffer, m=16)",
+    "houlsby": "Houlsby adapter (m=8)",
+    "pfeiffer": "Pfeiffer adapter (m=16, after the MLP)",
 }
 # The paper's Table 1 column at batch 1 × 128 (GPT-2 medium, Quadro RTX8000), in ms.
 def _paper_table1() -> dict[str, float]:
@@ -70,6 +70,7 @@ def _paper_table1() -> dict[str, float]:
 
 
 PAPER_TABLE1 = _paper_table1()
+# Our row beside the paper's: its AdapterL (Lin et al., 2020) is, like Pfeiffer's, one adapter after the MLP.
 PAPER_ANALOGUE = {"base": "Fine-Tune/LoRA", "lora_merged": "Fine-Tune/LoRA",
                   "houlsby": "AdapterH", "pfeiffer": "AdapterL"}
 LORA = LoRAConfig(("q", "v"), r=8, alpha=8.0)

@@ -153,10 +153,12 @@ def use_mean_pooling(model: PreTrainedModel) -> PreTrainedModel:
             "none (RoBERTa's head reads the first token inside its classifier)")
     if isinstance(base.pooler, MeanPooler):
         return model
-    pooler = base.pooler = MeanPooler(base.pooler)
-
-    def keep_mask(module, args, kwargs):
-        pooler.mask = kwargs.get("attention_mask")
-
-    base.register_forward_pre_hook(keep_mask, with_kwargs=True)
+    base.pooler = MeanPooler(base.pooler)
+    base.register_forward_pre_hook(_keep_mask, with_kwargs=True)
     return model
+
+
+def _keep_mask(module: nn.Module, args, kwargs) -> None:
+    """The encoder's attention mask, for its `MeanPooler`. The hook reads the pooler from the
+    module it is called on, so a deep copy of the model pools with its own mask."""
+    module.pooler.mask = kwargs.get("attention_mask")

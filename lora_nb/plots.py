@@ -31,7 +31,6 @@ METHOD_MARKERS = dict(zip(METHOD_ORDER, ["o", "s", "D", "v", "^", "P"]))
 WEIGHT_TYPE_ORDER = ["Wq", "Wq,Wv", "Wq,Wk,Wv,Wo"]  # the paper's Table 6 order
 WEIGHT_TYPE_COLORS = dict(zip(WEIGHT_TYPE_ORDER, [sns.color_palette("colorblind")[i] for i in (0, 3, 2)]))
 VERDICT_COLORS = {REPRODUCED: "#1a9850", NOT_REPRODUCED: "#d73027", INCONCLUSIVE: "#7f7f7f"}
-POOLING_STYLES = {"cls": "-", "mean": "-."}
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike | None) -> plt.Figure:
@@ -122,11 +121,11 @@ def accuracy_vs_parameters(df: pd.DataFrame, path=None) -> plt.Figure:
 
 def rank_curves(t6: pd.DataFrame, model: str, path=None) -> plt.Figure:
     """Table 6 as curves: validation accuracy vs rank r per weight type (the paper's order: Wq;
-    Wq,Wv; Wq,Wk,Wv,Wo), ours (median over seeds, bar ± one std) beside the paper's GPT-3
+    Wq,Wv; Wq,Wk,Wv,Wo), ours (mean over seeds, bar ± one std) beside the paper's GPT-3
     MultiNLI numbers (different model and scale: compare shapes, not levels)."""
     paper = reference_table("table6")
     paper = paper[paper["dataset"] == "MultiNLI"].melt(
-        id_vars="weight_type", value_vars=["r1", "r2", "r4", "r8", "r64"], var_name="r", value_name="median")
+        id_vars="weight_type", value_vars=["r1", "r2", "r4", "r8", "r64"], var_name="r", value_name="mean")
     paper = paper.assign(r=paper["r"].str[1:].astype(int), std=np.nan)
     panels = [(f"ours ({model})", t6), ("paper (GPT-3 175B)", paper)]
     fig, axes = plt.subplots(1, 2, figsize=(8.6, 3.4), layout="constrained")
@@ -137,7 +136,7 @@ def rank_curves(t6: pd.DataFrame, model: str, path=None) -> plt.Figure:
             if d.empty:
                 continue
             yerr = d["std"].to_numpy() if "std" in d and d["std"].notna().any() else None
-            ax.errorbar(d["r"], d["median"], yerr=yerr, marker="o", capsize=3, label=wt,
+            ax.errorbar(d["r"], d["mean"], yerr=yerr, marker="o", capsize=3, label=wt,
                         color=WEIGHT_TYPE_COLORS.get(wt))
         ax.set_xscale("log", base=2)
         ax.set_xticks([1, 2, 4, 8, 16, 32, 64], labels=["1", "2", "4", "8", "16", "32", "64"])
@@ -192,47 +191,42 @@ def _shades(color, n: int) -> list:
     return [tuple(dark + t * (light - dark)) for t in np.linspace(0, 1, n)]
 
 
-def learning_curves(curves: pd.DataFrame, path=None) -> plt.Figure:
-    """The "budget" runs (`lora_nb.results.budget_curves`): validation score vs optimizer step,
-    one panel per task; colour = method and learning rate, line style = pooling ([CLS] solid,
-    mean dash-dot); the task's trivial baseline (majority class, or 0 for correlations) is the
-    dashed grey line. Several seeds: their mean, with a band over their range."""
+def convergence_study(curves: pd.DataFrame, path=None) -> plt.Figure:
+    """The convergence study (`lora_nb.results.study_curves`): dev score by optimizer step, one
+    panel per task, FT and LoRA at each rate of their grids (a shade per rate; dotted where the
+    run did not converge); the shaded band is the last quarter of the budget, where the
+    convergence rule asks for less than half a point of gain; the dashed grey line is the
+    trivial baseline (majority class on validation, 0 for correlations)."""
+    title = "Convergence study: dev score by optimizer step"
     if curves.empty:
-        return _empty("Learning curves: validation score by optimizer step", "no learning-curve runs", path)
-    data = curves.copy()
-    data["run"] = [f"{METHOD_LABELS.get(m, m)}, lr {_lr(lr)}" for m, lr in zip(data["method"], data["learning_rate"])]
-    keys = data[["method", "learning_rate", "run"]].drop_duplicates()
-    keys = keys.assign(o=keys["method"].map(lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99))
-    keys = keys.sort_values(["o", "learning_rate"])
-    order, palette = list(keys["run"]), {}
-    for method, group in keys.groupby("method", sort=False):  # one hue per method, a shade per rate
-        palette.update(zip(group["run"], _shades(METHOD_COLORS.get(method, (0.3, 0.3, 0.3)), len(group))))
-    poolings = _order(data["pooling"], list(POOLING_STYLES))
-    tasks = _order(data["task"], list(TASK_LABELS))
-    fig, axes = _grid(len(tasks), 3, 3.4, 2.7)
+        return _empty(title, "no convergence-study runs", path)
+    tasks = _order(curves["task"], list(TASK_LABELS))
+    fig, axes = _grid(len(tasks), 3, 3.6, 2.8)
+    handles: dict[str, Line2D] = {}
     for ax, task in zip(axes, tasks):
-        sub = data[data["task"] == task]
-        for (run, pooling), g in sub.groupby(["run", "pooling"], sort=False):
-            stats = g.groupby("step")["score"].agg(["mean", "min", "max"]).reset_index()
-            style = POOLING_STYLES.get(pooling, ":")
-            ax.plot(stats["step"], stats["mean"], color=palette[run], linestyle=style, lw=1.5, marker=".", ms=4)
-            if g["seed"].nunique() > 1:
-                ax.fill_between(stats["step"], stats["min"], stats["max"], color=palette[run], alpha=0.15, lw=0)
-        known = sub["trivial"].dropna()  # a task whose records hold no predictions has none
-        trivial = known.median() if len(known) else float("nan")
-        if pd.notna(trivial):
-            ax.axhline(trivial, color="0.5", linestyle="--", lw=1.2, zorder=1)
-        ax.set_title(TASK_LABELS.get(task, task), fontsize=10)
+        sub = curves[curves["task"] == task]
+        budget = sub["budget"].max()
+        ax.axvspan(0.75 * budget, budget, color="0.85", alpha=0.6, lw=0, zorder=0)
+        for method in _order(sub["method"], METHOD_ORDER):
+            rates = sorted(sub[sub["method"] == method]["learning_rate"].unique())
+            for rate, color in zip(rates, _shades(METHOD_COLORS.get(method, (0.3, 0.3, 0.3)), len(rates))):
+                g = sub[(sub["method"] == method) & (sub["learning_rate"] == rate)].sort_values("step")
+                style = "-" if g["converged"].all() else ":"
+                ax.plot(g["step"], g["dev"], color=color, linestyle=style, lw=1.5, marker=".", ms=4)
+                label = f"{METHOD_LABELS.get(method, method)}, lr {_lr(rate)}"
+                handles.setdefault(label, Line2D([], [], color=color, lw=2, label=label))
+        trivial = sub["trivial"].dropna()
+        if len(trivial):
+            ax.axhline(trivial.median(), color="0.5", linestyle="--", lw=1.2, zorder=1)
+        ax.set_title(f"{TASK_LABELS.get(task, task)} (budget {budget:,} steps)", fontsize=10)
         ax.tick_params(labelsize=9)
-    fig.supxlabel("optimizer step", fontsize=10)
-    fig.supylabel("validation score (metric × 100)", fontsize=10)
-    handles = [Line2D([], [], color=palette[r], lw=2, label=r) for r in order]
-    if len(poolings) > 1 or poolings != ["cls"]:
-        handles += [Line2D([], [], color="0.2", linestyle=POOLING_STYLES.get(p, ":"), label=f"pooling: {p}")
-                    for p in poolings]
-    handles.append(Line2D([], [], color="0.5", linestyle="--", label="trivial baseline"))
-    fig.legend(handles=handles, loc="outside right upper", frameon=False, fontsize=9)
-    fig.suptitle("Learning curves: validation score by optimizer step")
+    fig.supxlabel("optimizer step (batch 16)", fontsize=10)
+    fig.supylabel("dev score (metric × 100)", fontsize=10)
+    extra = [Line2D([], [], color="0.3", linestyle=":", label="did not converge"),
+             Line2D([], [], color="0.5", linestyle="--", label="trivial baseline"),
+             plt.Rectangle((0, 0), 1, 1, color="0.85", label="last quarter (the rule's window)")]
+    fig.legend(handles=list(handles.values()) + extra, loc="outside right upper", frameon=False, fontsize=9)
+    fig.suptitle(title)
     return save_figure(fig, path)
 
 

@@ -1,7 +1,8 @@
 """Run records → one DataFrame → Table 2 and Table 6 beside the reference numbers.
 
 Reads records only (never the training code). A run's score is its best-epoch primary metric
-(§5.1); a table cell is the median over seeds, as in Table 2, with the standard deviation.
+(§5.1); a table cell is the mean over seeds with the standard deviation: the one statistic of
+the tables and the claims (`lora_nb.claims`; the paper's Table 2 shows medians of 5 seeds).
 """
 
 from __future__ import annotations
@@ -30,68 +31,98 @@ def weight_label(targets: list[str]) -> str:
     return ",".join(WEIGHT_LABELS.get(t, t) for t in targets)
 
 
+class RecordError(ValueError):
+    """A file where a run record should be that is not one; the message names the file."""
+
+
+def read_run_record(path: Path) -> dict:
+    """The run record at `path`, or a `RecordError` that names the file and what is wrong."""
+    try:
+        rec = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise RecordError(f"{path}: not a run record (not a text file: binary or damaged)") from None
+    except json.JSONDecodeError as err:
+        raise RecordError(f"{path}: not a run record (not valid JSON, truncated or damaged: {err})") from None
+    except OSError as err:
+        raise RecordError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if not isinstance(rec, dict):
+        raise RecordError(f"{path}: not a run record (a JSON {type(rec).__name__}, not an object)")
+    if not isinstance(rec.get("config"), dict):
+        raise RecordError(f"{path}: not a run record (it has no config)")
+    return rec
+
+
 def load_records(runs_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per run record under `runs_dir` (any status): run folders, or the committed
-    reference run's flat records. The raw record is kept in column ``record``."""
+    reference run's flat records. The raw record is kept in column ``record``. A file that is
+    not a run record raises `RecordError`, naming it."""
     rows = []
     for run_id, path in find_records(runs_dir):
-        rec = json.loads(path.read_text())
-        cfg = rec.get("config", {})
-        params = rec.get("parameters", {})
-        epochs = rec.get("epochs", [])
-        method = cfg.get("method")
-        convergence = judge_record(rec)
-        rows.append({
-            "run_id": run_id,
-            "status": rec.get("status"),
-            "converged": convergence.converged,
-            "convergence": convergence.reason,
-            "error": rec.get("error"),
-            "task": cfg.get("task"),
-            "method": method,
-            "model": cfg.get("model"),
-            "weight_type": weight_label(cfg.get("targets", [])) if method == "lora" else "",
-            "r": cfg.get("r") if method == "lora" else np.nan,
-            "alpha": cfg.get("alpha") if method == "lora" else np.nan,
-            "adapter_size": cfg.get("adapter_size") if method in ("houlsby", "pfeiffer") else np.nan,
-            "pooling": cfg.get("pooling", "cls"),
-            "seed": cfg.get("seed"),
-            "learning_rate": cfg.get("learning_rate"),
-            "batch_size": cfg.get("batch_size"),
-            "tags": tuple(cfg.get("tags", [])),
-            "train_examples": rec.get("data", {}).get("train_examples"),
-            "eval_examples": sum(rec.get("data", {}).get("eval_examples", {}).values()) or np.nan,
-            "epochs": cfg.get("epochs"),
-            "optimizer_steps": rec.get("optimizer_steps"),
-            "max_length": cfg.get("max_length"),
-            "primary_metric": rec.get("primary_metric"),
-            "best_metric": rec.get("best_metric", np.nan),
-            "mismatched": _mismatched(rec),
-            "best_epoch": rec.get("best_epoch"),
-            "best_step": rec.get("best_step"),
-            "trainable": params.get("trainable"),
-            "trainable_without_head": params.get("trainable_without_head"),
-            "lora_params": params.get("lora"),
-            "adapter_params": params.get("adapter"),
-            "head_params": params.get("head"),
-            "total_params": params.get("total"),
-            "wall_time_s": rec.get("wall_time_s"),
-            "train_seconds": rec.get("train_seconds", sum(e.get("train_seconds", 0) for e in epochs)),
-            "eval_seconds": rec.get("eval_seconds", sum(e.get("eval_seconds", 0) for e in epochs)),
-            "seconds_per_epoch": np.mean([e["train_seconds"] for e in epochs]) if epochs else np.nan,
-            "train_tokens_per_s": rec.get("train_tokens_per_s"),
-            "peak_memory_gib": (rec.get("peak_memory_bytes") or 0) / 2**30,
-            "device": rec.get("device"),
-            "torch_threads": rec.get("torch_threads"),
-            "started_at": rec.get("started_at"),
-            "finished_at": rec.get("finished_at"),
-            "git_commit": rec.get("git_commit"),
-            "versions": rec.get("versions", {}),
-            "loss_curve": rec.get("loss_curve", []),
-            "evaluations": [(e["step"], e["primary"]) for e in rec.get("evaluations", [])],
-            "record": rec,
-        })
+        rec = read_run_record(path)
+        try:
+            rows.append(_row(run_id, rec))
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            raise RecordError(f"{path}: not a run record ({type(err).__name__}: {err})") from None
     return pd.DataFrame(rows)
+
+
+def _row(run_id: str, rec: dict) -> dict:
+    """One row of `load_records` from a run record."""
+    cfg = rec.get("config", {})
+    params = rec.get("parameters", {})
+    epochs = rec.get("epochs", [])
+    method = cfg.get("method")
+    convergence = judge_record(rec)
+    return {
+        "run_id": run_id,
+        "status": rec.get("status"),
+        "converged": convergence.converged,
+        "convergence": convergence.reason,
+        "error": rec.get("error"),
+        "task": cfg.get("task"),
+        "method": method,
+        "model": cfg.get("model"),
+        "weight_type": weight_label(cfg.get("targets", [])) if method == "lora" else "",
+        "r": cfg.get("r") if method == "lora" else np.nan,
+        "alpha": cfg.get("alpha") if method == "lora" else np.nan,
+        "adapter_size": cfg.get("adapter_size") if method in ("houlsby", "pfeiffer") else np.nan,
+        "pooling": cfg.get("pooling", "cls"),
+        "seed": cfg.get("seed"),
+        "learning_rate": cfg.get("learning_rate"),
+        "batch_size": cfg.get("batch_size"),
+        "tags": tuple(cfg.get("tags", [])),
+        "train_examples": rec.get("data", {}).get("train_examples"),
+        "eval_examples": sum(rec.get("data", {}).get("eval_examples", {}).values()) or np.nan,
+        "epochs": cfg.get("epochs"),
+        "optimizer_steps": rec.get("optimizer_steps"),
+        "max_length": cfg.get("max_length"),
+        "primary_metric": rec.get("primary_metric"),
+        "best_metric": rec.get("best_metric", np.nan),
+        "mismatched": _mismatched(rec),
+        "best_epoch": rec.get("best_epoch"),
+        "best_step": rec.get("best_step"),
+        "trainable": params.get("trainable"),
+        "trainable_without_head": params.get("trainable_without_head"),
+        "lora_params": params.get("lora"),
+        "adapter_params": params.get("adapter"),
+        "head_params": params.get("head"),
+        "total_params": params.get("total"),
+        "wall_time_s": rec.get("wall_time_s"),
+        "train_seconds": rec.get("train_seconds", sum(e.get("train_seconds", 0) for e in epochs)),
+        "eval_seconds": rec.get("eval_seconds", sum(e.get("eval_seconds", 0) for e in epochs)),
+        "seconds_per_epoch": np.mean([e["train_seconds"] for e in epochs]) if epochs else np.nan,
+        "train_tokens_per_s": rec.get("train_tokens_per_s"),
+        "peak_memory_gib": (rec.get("peak_memory_bytes") or 0) / 2**30,
+        "device": rec.get("device"),
+        "torch_threads": rec.get("torch_threads"),
+        "started_at": rec.get("started_at"),
+        "finished_at": rec.get("finished_at"),
+        "git_commit": rec.get("git_commit"),
+        "versions": rec.get("versions", {}),
+        "loss_curve": rec.get("loss_curve", []),
+        "evaluations": [(e["step"], e["primary"]) for e in rec.get("evaluations", [])],
+        "record": rec,
+    }
 
 
 def _mismatched(record: dict) -> float:
@@ -110,11 +141,11 @@ def _completed(df: pd.DataFrame, tag: str) -> pd.DataFrame:
 
 
 def _summary(group: pd.DataFrame) -> pd.Series:
-    """Median and std over the seeds that have a score. A completed run without one (an STS-B run
+    """Mean and std over the seeds that have a score. A completed run without one (an STS-B run
     whose predictions are all equal: Pearson undefined) counts under ``failed``, not as a seed."""
     scores = group["best_metric"].dropna() * 100
     return pd.Series({
-        "median": scores.median(), "std": scores.std(ddof=1) if len(scores) > 1 else np.nan,
+        "mean": scores.mean(), "std": scores.std(ddof=1) if len(scores) > 1 else np.nan,
         "seeds": len(scores), "failed": int(group["best_metric"].isna().sum()),
         "mismatched": group["mismatched"].dropna().median() * 100 if group["mismatched"].notna().any() else np.nan,
         "learning_rate": group["learning_rate"].iloc[0],
@@ -125,11 +156,11 @@ def _summary(group: pd.DataFrame) -> pd.Series:
 
 
 def table2(df: pd.DataFrame) -> pd.DataFrame:
-    """Per task and method: median and std over seeds of the best-epoch metric (× 100), and
+    """Per task and method: mean and std over seeds of the best-epoch metric (× 100), and
     trainable parameters with and without the head. Long format, one row per cell."""
     runs = _completed(df, "table2")
     if runs.empty:
-        return pd.DataFrame(columns=["task", "method", "median", "std", "seeds", "failed"])
+        return pd.DataFrame(columns=["task", "method", "mean", "std", "seeds", "failed"])
     groups = runs.groupby(["task", "method"], sort=False)
     rates = groups["learning_rate"].nunique().rename("rates_tried")
     chosen = groups.apply(claims.best_learning_rate, include_groups=False).reset_index(level=[0, 1])
@@ -140,22 +171,22 @@ def table2(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def table6(df: pd.DataFrame) -> pd.DataFrame:
-    """Per weight type and rank: median and std over seeds (× 100). Long format."""
+    """Per weight type and rank: mean and std over seeds (× 100). Long format."""
     runs = _completed(df, "table6")
     if runs.empty:
-        return pd.DataFrame(columns=["task", "weight_type", "r", "median", "std", "seeds"])
+        return pd.DataFrame(columns=["task", "weight_type", "r", "mean", "std", "seeds"])
     out = runs.groupby(["task", "weight_type", "r"]).apply(_summary, include_groups=False).reset_index()
     out["r"] = out["r"].astype(int)
     out["seeds"] = out["seeds"].astype(int)
     return out
 
 
-def _cell(median: float, std: float, failed: int = 0, mismatched: float = np.nan) -> str:
+def _cell(mean: float, std: float, failed: int = 0, mismatched: float = np.nan) -> str:
     """"86.1 ±0.4"; MNLI "m 86.1 ±0.4 / mm 86.5" when mismatched was evaluated; runs without a
     score (constant predictions) noted as failed."""
-    if pd.isna(median) and not failed:
+    if pd.isna(mean) and not failed:
         return ""
-    text = "" if pd.isna(median) else f"{median:.1f}" if pd.isna(std) else f"{median:.1f} ±{std:.1f}"
+    text = "" if pd.isna(mean) else f"{mean:.1f}" if pd.isna(std) else f"{mean:.1f} ±{std:.1f}"
     if not pd.isna(mismatched):
         text = f"m {text} / mm {mismatched:.1f}"
     return text + (f" ({failed} failed)" if failed else "")
@@ -182,10 +213,10 @@ def table2_display(t2: pd.DataFrame, model: str) -> pd.DataFrame:
                "trainable (no head)": format_params(sub["trainable_without_head"].median()),
                "trainable (with head)": format_params(sub["trainable"].median()),
                "seeds": int(sub["seeds"].min())}
-        row.update({TASK_LABELS[t]: _cell(sub.at[t, "median"], sub.at[t, "std"], sub.at[t, "failed"],
+        row.update({TASK_LABELS[t]: _cell(sub.at[t, "mean"], sub.at[t, "std"], sub.at[t, "failed"],
                                           sub.at[t, "mismatched"]) if t in sub.index else ""
                     for t in tasks})
-        row[avg] = f"{sub.loc[tasks, 'median'].mean():.1f}" if set(tasks) <= set(sub.index) else ""
+        row[avg] = f"{sub.loc[tasks, 'mean'].mean():.1f}" if set(tasks) <= set(sub.index) else ""
         rows.append(row)
     for _, p in paper.iterrows():
         match = std[(std["method"] == p["method"]) & (std["trainable_params"] == p["trainable_params"])]
@@ -208,7 +239,7 @@ def table6_display(t6: pd.DataFrame, model: str) -> pd.DataFrame:
     for wt in [w for w in canonical if w in present] + [w for w in present if w not in canonical]:
         sub = t6[t6["weight_type"] == wt].set_index("r")
         rows.append({"source": f"ours ({model})", "weight type": wt,
-                     **{f"r={r}": _cell(sub.at[r, "median"], sub.at[r, "std"]) if r in sub.index else ""
+                     **{f"r={r}": _cell(sub.at[r, "mean"], sub.at[r, "std"]) if r in sub.index else ""
                         for r in ranks}})
     paper = reference_table("table6")
     for _, p in paper[paper["dataset"] == "MultiNLI"].iterrows():
@@ -234,7 +265,7 @@ def table5(df: pd.DataFrame) -> pd.DataFrame:
     n_types = runs["weight_type"].str.count(",") + 1 if len(runs) else pd.Series(dtype=int)
     budget = runs[(n_types * runs["r"]) == 8] if len(runs) else runs
     if budget.empty:
-        return pd.DataFrame(columns=["task", "weight_type", "r", "median", "std", "seeds", "paper"])
+        return pd.DataFrame(columns=["task", "weight_type", "r", "mean", "std", "seeds", "paper"])
     out = budget.groupby(["task", "weight_type", "r"]).apply(_summary, include_groups=False).reset_index()
     paper = reference_table("table5")
     paper = paper[paper["dataset"] == "MultiNLI"].set_index("weight_type")["value"]
@@ -244,24 +275,26 @@ def table5(df: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("weight_type", key=lambda s: s.map(order)).reset_index(drop=True)
 
 
-def budget_curves(df: pd.DataFrame) -> pd.DataFrame:
-    """Learning curves (tag "budget"): one row per evaluation — task, method, learning rate,
-    pooling, optimizer step, score (× 100) — plus the task's trivial baseline."""
-    runs = df[(df["status"] == "completed") & df["tags"].map(lambda t: "budget" in t)] if len(df) else df
-    # A task's trivial baseline from any of its records with outputs on the same examples.
-    trivial = {}
-    for r in runs.itertuples():
-        if r.task not in trivial and r.record.get("best_outputs"):
-            trivial[r.task] = trivial_baseline(r.record)
+def study_curves(df: pd.DataFrame) -> pd.DataFrame:
+    """The convergence study: every tuning run (Table 2's first seed at each rate of a grid), one
+    row per evaluation — task, method, learning rate, step, dev and validation scores (× 100),
+    the run's budget and convergence verdict, the task's trivial baseline on validation."""
+    columns = ["task", "method", "learning_rate", "step", "dev", "validation", "budget", "converged", "trivial"]
+    runs = _completed(df, "table2")
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    grid = runs.groupby(["task", "method"])["learning_rate"].transform("nunique") > 1
+    runs = runs[grid & (runs["seed"] == runs.groupby(["task", "method"])["seed"].transform("min"))]
     rows = []
     for r in runs.itertuples():
-        base = trivial.get(r.task, np.nan)
-        for step, value in r.evaluations:
+        rec, metric = r.record, r.primary_metric
+        for e in rec.get("evaluations", []):
+            dev = e["eval"].get("dev", {}).get(metric)
             rows.append({"task": r.task, "method": r.method, "learning_rate": r.learning_rate,
-                         "pooling": r.pooling, "seed": r.seed, "step": step, "score": 100 * value,
-                         "trivial": base, "seconds_per_step": r.train_seconds / r.optimizer_steps
-                         if r.optimizer_steps else np.nan})
-    return pd.DataFrame(rows)
+                         "step": e["step"], "dev": np.nan if dev is None else 100 * dev,
+                         "validation": 100 * e["primary"], "budget": r.optimizer_steps,
+                         "converged": r.converged, "trivial": trivial_baseline(rec)})
+    return pd.DataFrame(rows, columns=columns)
 
 
 def trivial_baseline(record: dict) -> float:
@@ -305,19 +338,21 @@ def claims_summary(comparisons: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
     t5 = reference_table("table5")
     t5 = t5[t5["dataset"] == "MultiNLI"].set_index("weight_type")["value"]
     tasks = [t for t in TASK_LABELS if len(df) and t in set(df[df["tags"].map(lambda x: "table2" in x)]["task"])]
-    avg = lambda m: f"{paper2.loc[m, tasks].mean():.1f}" if tasks else "n/a"
+    avg = lambda m: (" / ".join(f"{v:.1f}" for v in paper2.loc[[m], tasks].mean(axis=1))
+                     if tasks else "n/a")
     evidence = {
         "C1": claims.PAPER_EVIDENCE["C1"].format(lora_avg=avg("LoRA"), ft_avg=avg("FT")),
         "C2": claims.PAPER_EVIDENCE["C2"].format(lora_avg=avg("LoRA"), bitfit_avg=avg("BitFit")),
         "C3": claims.PAPER_EVIDENCE["C3"].format(**{f"qv{r}": t6.loc["Wq,Wv", f"r{r}"] for r in (1, 2, 8, 64)}),
         "C4": claims.PAPER_EVIDENCE["C4"].format(q8=t5["Wq"], qv4=t5["Wq,Wv"], qkvo2=t5["Wq,Wk,Wv,Wo"]),
+        "C6": claims.PAPER_EVIDENCE["C6"].format(lora_avg=avg("LoRA"), adpt_avg=avg("AdptD")),
     }
     rows = []
     for claim, text in claims.CLAIMS.items():
         sub = comparisons[comparisons["claim"] == claim] if len(comparisons) else comparisons
         ours = "; ".join(
             f"{TASK_LABELS.get(r.task, r.task)}: {r.a} − {r.b} = {r.difference:+.1f} [{r.lo:+.1f}, {r.hi:+.1f}]"
-            + (" (FT does not learn it)" if r.note else "")
+            + (f" ({r.note})" if r.note else "")
             for r in sub.itertuples()) or "not run"
         if claim == "C1" and len(df):
             share = _parameter_share(df)
@@ -340,7 +375,7 @@ def comparisons_display(comparisons: pd.DataFrame) -> pd.DataFrame:
     if comparisons.empty:
         return comparisons
     out = comparisons.assign(task=comparisons["task"].map(lambda t: TASK_LABELS.get(t, t)))
-    out = out.rename(columns={"a_median": "A (median)", "b_median": "B (median)",
+    out = out.rename(columns={"a_stat": "A (mean over seeds)", "b_stat": "B (mean over seeds)",
                               "difference": "A − B (mean)", "lo": "95% low", "hi": "95% high",
                               "kind": "test"})
     return out.round(1)
@@ -446,21 +481,10 @@ def styled(df: pd.DataFrame):
 
 
 def table5_display(t5: pd.DataFrame) -> pd.DataFrame:
-    """Table 5 for a page: weight type, r, ours (median ± std, seeds), the paper's GPT-3 MultiNLI."""
+    """Table 5 for a page: weight type, r, ours (mean ± std, seeds), the paper's GPT-3 MultiNLI."""
     return pd.DataFrame({"weight type": t5["weight_type"], "r": t5["r"],
-                         "ours (MNLI)": [_cell(m, s) for m, s in zip(t5["median"], t5["std"])],
+                         "ours (MNLI)": [_cell(m, s) for m, s in zip(t5["mean"], t5["std"])],
                          "seeds": t5["seeds"], "paper (GPT-3, MultiNLI ±0.1)": t5["paper"]})
-
-
-def budget_display(curves: pd.DataFrame) -> pd.DataFrame:
-    """Per learning-curve run: the score at each evaluated step (× 100), and its trivial baseline."""
-    label = curves["method"].map(lambda m: METHOD_LABELS.get(m, m)) + " lr " + \
-        curves["learning_rate"].map(lambda v: f"{v:g}") + curves["pooling"].map(lambda p: "" if p == "cls" else f", {p} pooling")
-    trivial = curves["trivial"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.1f}")
-    wide = curves.assign(run=label, task=curves["task"].map(lambda t: TASK_LABELS.get(t, t)), trivial=trivial) \
-        .pivot_table(index=["task", "run", "trivial"], columns="step", values="score").reset_index()
-    wide.columns = [f"step {c}" if isinstance(c, (int, np.integer)) else c for c in wide.columns]
-    return wide
 
 
 def summary_text(df: pd.DataFrame, comparisons: pd.DataFrame) -> str:
@@ -477,20 +501,24 @@ def summary_text(df: pd.DataFrame, comparisons: pd.DataFrame) -> str:
                          for t in tasks)
     verdicts = claims.claim_verdicts(comparisons)
     counts = {v: sum(x == v for x in verdicts.values()) for v in
-              (claims.REPRODUCED, claims.INCONCLUSIVE, claims.NOT_REPRODUCED)}
+              (claims.REPRODUCED, claims.INCONCLUSIVE, claims.NOT_REPRODUCED, claims.NOT_TESTABLE)}
+    # The model's own size: a fine-tuned run's parameters (every other method adds some).
+    full = main[main["method"] == "full"]["total_params"]
+    size = (full if len(full) else main["total_params"]).min() / 1e6
     methods = ", ".join(METHOD_LABELS.get(m, m) for m in METHOD_LABELS if m in set(t2["method"]))
     seeds = int(t2.groupby(["task", "method"])["seed"].nunique().median()) if len(t2) else 0
     return (
         f"**What ran.** {len(main)} fine-tuning runs of **{_values(main['model'])}** "
-        f"({main['total_params'].max() / 1e6:.1f}M parameters; the paper: RoBERTa-base, 125M) on real GLUE data: "
+        f"({size:.2f}M parameters; the paper: RoBERTa-base, 125M) on real GLUE data: "
         f"{', '.join(TASK_LABELS[t] for t in tasks)} (training / validation examples: {examples}). "
         f"Optimizer steps per run (batch {_values(main['batch_size'], lambda v: f'{int(v)}')}): {steps} — "
         f"the paper trains for tens of thousands. Table 2 compares {methods} with {seeds} seeds per cell; "
         f"Tables 5–6 vary LoRA's rank and weight types on MNLI with "
         f"{int(main[main['tags'].map(lambda t: 'table6' in t)].groupby(['weight_type', 'r'])['seed'].nunique().median()) if len(main[main['tags'].map(lambda t: 'table6' in t)]) else 0} seeds.\n\n"
-        f"**Verdicts.** Of the paper's four claims tested on this page, {counts[claims.REPRODUCED]} "
+        f"**Verdicts.** Of the paper's {len(verdicts)} claims tested on this page, {counts[claims.REPRODUCED]} "
         f"{'is' if counts[claims.REPRODUCED] == 1 else 'are'} reproduced, {counts[claims.INCONCLUSIVE]} "
-        f"inconclusive at this scale and {counts[claims.NOT_REPRODUCED]} not reproduced: "
+        f"inconclusive at this scale, {counts[claims.NOT_TESTABLE]} not testable at this budget (a run did "
+        f"not converge) and {counts[claims.NOT_REPRODUCED]} not reproduced: "
         + "; ".join(f"{c} {v}" for c, v in verdicts.items())
         + ". §7's claim (C5) is decided on the companion page. A small model trained for a few hundred steps "
         "tests the claims' direction, not the paper's absolute numbers.")
@@ -550,7 +578,12 @@ def reproduced(runs_dir: str | os.PathLike, reference_dir: str | os.PathLike) ->
     from .config import RunConfig
 
     def key(record: dict) -> str:  # every setting with its default filled in, where runs go aside
-        config = {k: v for k, v in RunConfig.from_dict(record["config"]).to_dict().items()
+        try:
+            config = RunConfig.from_dict(record["config"]).to_dict()
+        except (TypeError, ValueError) as err:
+            raise RecordError(f"the record of {record['config'].get('output_dir') or 'a run'}: "
+                              f"its config is not a run configuration ({err})") from None
+        config = {k: v for k, v in config.items()
                   if k not in ("output_dir", "glue_dir", "tags", "num_threads", "overwrite")}
         return json.dumps(config, sort_keys=True, default=str)
 
@@ -569,8 +602,21 @@ def reproduced(runs_dir: str | os.PathLike, reference_dir: str | os.PathLike) ->
                                "its best score and every validation prediction"])
 
 
-if __name__ == "__main__":
+def check_records_folder(runs_dir: str | os.PathLike) -> Path:
+    """Refuse a folder that does not exist, is a file, or holds no run records."""
+    folder = Path(runs_dir)
+    if not folder.exists():
+        raise FileNotFoundError(f"{runs_dir}: no such folder")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{runs_dir}: a file, not a folder of run records")
+    if not any(True for _ in find_records(folder)):
+        raise FileNotFoundError(f"{runs_dir}: holds no run records (<run-id>/record.json or <run-id>.json)")
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
     import argparse
+    import sys
 
     parser = argparse.ArgumentParser(prog="python -m lora_nb.results",
                                      description="the README's results block, or a check against a reference run")
@@ -578,5 +624,30 @@ if __name__ == "__main__":
                         help="run folders or published records (default report/records)")
     parser.add_argument("--same-as", metavar="REFERENCE_DIR",
                         help="instead: which runs reproduce this reference run exactly, e.g. report/records")
-    args = parser.parse_args()
-    print(reproduced(args.runs_dir, args.same_as) if args.same_as else headline(args.runs_dir))
+    args = parser.parse_args(argv)
+    try:
+        for folder in (args.runs_dir, args.same_as):
+            if folder is not None:
+                check_records_folder(folder)
+        if args.same_as:
+            text = reproduced(args.runs_dir, args.same_as)
+        else:
+            df = load_records(args.runs_dir)
+            done = df[(df["status"] == "completed") & df["tags"].map(lambda t: "budget" not in t)]
+            if done.empty:
+                raise ValueError(f"{args.runs_dir}: holds no completed Table 2, 5 or 6 runs ({len(df)} "
+                                 f"record(s), status {', '.join(sorted(set(map(str, df['status']))))})")
+            try:
+                text = headline(args.runs_dir)
+            except (KeyError, IndexError) as err:  # records too few or too odd for the tables
+                raise ValueError(f"{args.runs_dir}: its records do not make the results block "
+                                 f"({type(err).__name__}: {err})") from None
+    except (OSError, ValueError) as err:  # RecordError names the file
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

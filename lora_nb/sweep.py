@@ -7,6 +7,13 @@ beside that run's ``record.json`` and adapter. The sweep resumes: completed runs
 failed or half-written ones run again, a failing run is recorded and the others go on. Settings
 run in threads on this machine (`ThreadPool`) or as Ray tasks on a local Ray instance or a
 cluster (``--executor ray``, `lora_nb.ray_executor.RayPool`).
+
+One sweep per runs folder: a sweep holds ``<runs-dir>/.sweep.lock`` (an OS lock, gone with its
+process), and a second sweep on the same folder is refused at once, naming the first. A run
+folder that another process writes (a notebook, ``python -m lora_nb.train``, each holding its run
+folder's lock) is left alone: its runs are reported "in use" and run on a later call. A full disk
+or a read-only folder stops the sweep with one line naming the path and the cause; SIGTERM stops
+it as Ctrl-C does, the runs in flight recorded failed.
 """
 
 from __future__ import annotations
@@ -15,10 +22,12 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import queue
 import sys
 import time
+from contextlib import ExitStack, suppress
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,8 +40,10 @@ from .config import PAPER_LORA_HPARAMS, RunConfig, paper_config
 from .methods import METHODS
 from .notebook_run import execute_notebook
 from .tuning import choose_rate
-from .rundir import (ADAPTER_FILE, COMPLETED, FAILED, REPO_ROOT, find_records, read_record,
-                     write_record)
+from .rundir import (ADAPTER_FILE, COMPLETED, FAILED, REPO_ROOT, SWEEP_LOCK_FILE, FolderInUse,
+                     FolderLock, StorageError, check_writable_folder, find_records,
+                     is_storage_error, lock_holder, read_record, storage_error, write_record)
+from .signals import SIGTERM_ERROR, Terminated, received, sigterm_as_interrupt
 
 TRAIN_NOTEBOOK = REPO_ROOT / "notebooks" / "train.ipynb"
 # Settings that say where or how a run executes, not what it computes.
@@ -96,7 +107,9 @@ TABLE5_CELLS = ((("k",), 8), (("v",), 8), (("o",), 8), (("q", "k"), 4))
 # best evaluation (§5.1). Per-task optimizer-step budgets, evaluated 8 times per run; the
 # convergence study (preset "study": FT and LoRA, 3 rates each, seed 0) tests them with the rule
 # in lora_nb.convergence, and its runs are the reference's FT and LoRA tuning runs.
-REFERENCE_STEPS = {"mnli": 1200, "qqp": 1200, "sst2": 1200, "cola": 1000, "stsb": 1000, "mrpc": 600}
+# MNLI gets 2,000: at 1,200 steps FT at its best rate (1e-4) still gained 1.5 dev points in the
+# last quarter (64.8 → 66.3; the first study's records, report/study/mnli-1200/).
+REFERENCE_STEPS = {"mnli": 2000, "qqp": 1200, "sst2": 1200, "cola": 1000, "stsb": 1000, "mrpc": 600}
 # Equal-size grids (3 rates, ×3 apart) around each method's published range: FT 2e-5–1e-4
 # (Liu et al., 2019; Devlin et al., 2019); LoRA ≈ 10× FT's (paper Table 9: 4e-4–5e-4 on
 # RoBERTa-base); BitFit 1e-4–1e-3 (Ben Zaken et al., 2021); adapters 1e-4–1e-3 (Houlsby et al.,
@@ -170,7 +183,7 @@ PRESETS: dict[str, Preset] = {
             "The converged reference run (make reference): all-MiniLM-L6-v2 on real GLUE, Table 2 "
             "on 6 tasks × 6 methods (each tuned on a 3-rate grid on the dev split; 5 seeds for "
             "LoRA and FT, 3 for the others), Tables 5–6 on MNLI × 3 seeds, at per-task budgets "
-            "of 600–1,200 optimizer steps.")),
+            "of 600–2,000 optimizer steps.")),
     "paper": Preset(**_PAPER, name="paper", description=(
         "The paper's setting as the authors' scripts ran it, on GPUs with the Hub: roberta-base, "
         "8 tasks × 6 methods × 5 seeds (FT at 3 learning rates) and Tables 5–6 on MNLI; "
@@ -329,17 +342,18 @@ def chosen_rates(preset: Preset | str, specs: list[RunSpec]) -> dict[tuple[str, 
 
 
 def resolve_grid(preset: Preset | str, runs_dir: str | os.PathLike, glue_dir: str | None = None,
-                 model: str | None = None, resume_from: str | os.PathLike | None = None
-                 ) -> tuple[list[RunSpec], dict, int]:
+                 model: str | None = None, resume_from: str | os.PathLike | None = None,
+                 problems: dict | None = None) -> tuple[list[RunSpec], dict, int]:
     """The grid as far as the finished tuning runs decide it: (specs, chosen rates, runs restored
     from `resume_from`). Restoring committed tuning runs can choose rates, which adds runs, which
-    may be restored in turn: repeated until nothing changes."""
+    may be restored in turn: repeated until nothing changes. `problems` receives the committed
+    records that could not be restored (`restore_committed`)."""
     rates: dict = {}
     restored = 0
     while True:
         specs = build_grid(preset, runs_dir, glue_dir, model, rates)
         if resume_from:
-            restored += restore_committed(specs, resume_from)
+            restored += restore_committed(specs, resume_from, problems)
         new = chosen_rates(preset, specs)
         if new == rates:
             return specs, rates, restored
@@ -384,41 +398,87 @@ def validate_grid(specs: list[RunSpec]) -> None:
                 "choose another --runs-dir (completed runs are never overwritten)")
 
 
-def restore_committed(specs: list[RunSpec], records_dir: str | os.PathLike) -> int:
+def _committed_record(path: Path, spec: RunSpec) -> tuple[dict | None, str]:
+    """The committed record at `path` if it can restore `spec`'s run, else (None, what is wrong)."""
+    try:
+        record = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "not a text file (binary or damaged)"
+    except json.JSONDecodeError as err:
+        return None, f"not valid JSON (truncated or damaged: {err})"
+    except OSError as err:
+        return None, f"cannot be read ({err.strerror or err})"
+    if not isinstance(record, dict):
+        return None, f"not a run record (a JSON {type(record).__name__}, not an object)"
+    config = record.get("config")
+    if not isinstance(config, dict) or not config:
+        return None, "not a run record (it has no config)"
+    if record.get("status") != COMPLETED:
+        return None, f"its run is not completed (status {record.get('status')!r})"
+    try:
+        recorded = RunConfig.from_dict(config)
+    except (TypeError, ValueError) as err:
+        return None, f"its config is not a run configuration ({err})"
+    if recorded.seed != spec.config.seed:
+        return None, f"made with seed {recorded.seed}, the grid's {spec.run_id} has seed {spec.config.seed}"
+    if _what_it_computes(recorded) != _what_it_computes(spec.config):
+        theirs, ours = recorded.to_dict(), spec.config.to_dict()
+        diff = sorted(k for k in ours if k not in (*EXECUTION_FIELDS, "seed") and theirs.get(k) != ours[k])
+        return None, f"made with other settings than the grid's ({', '.join(diff)})"
+    return record, ""
+
+
+def restore_committed(specs: list[RunSpec], records_dir: str | os.PathLike,
+                      problems: dict | None = None) -> int:
     """Put the committed records of a reference run (``report/records/<id>.json``) and their
     adapters back into the run folders that lack a completed run, so that a sweep on a fresh
     clone runs only what is missing. Only records made with the grid's settings are restored
-    (an older reference run's are left alone). Returns how many runs were restored."""
+    (an older reference run's are left alone). Returns how many runs were restored; `problems`
+    ({record path: what is wrong}) receives each record of a grid run that was not restored:
+    not JSON (truncated, binary), not a record, without a config, not completed, made with
+    other settings, or its run folder in use."""
     committed = dict(find_records(records_dir))
+    problems = {} if problems is None else problems
     restored = 0
     for spec in specs:
         path = committed.get(spec.run_id)
         run_dir = Path(spec.config.output_dir)
         if path is None or read_record(run_dir):
             continue
-        record = json.loads(path.read_text())
-        if record.get("status") != COMPLETED or record.get("config", {}).get("seed") != spec.config.seed:
+        record, problem = _committed_record(path, spec)
+        if record is None:
+            problems[str(path)] = problem
             continue
         try:
-            same = _what_it_computes(RunConfig.from_dict(record["config"])) == _what_it_computes(spec.config)
-        except (TypeError, ValueError):
-            same = False
-        if not same:
+            with FolderLock(run_dir, what="output_dir"):
+                if read_record(run_dir):  # written meanwhile: never over an existing run
+                    continue
+                record["config"] = {**record["config"], "output_dir": str(run_dir)}
+                adapter = Path(records_dir).parent / "adapters" / f"{spec.run_id}.safetensors"
+                if adapter.is_file():
+                    tmp = run_dir / (ADAPTER_FILE + ".tmp")
+                    try:
+                        shutil.copyfile(adapter, tmp)
+                        os.replace(tmp, run_dir / ADAPTER_FILE)
+                    except OSError as err:
+                        with suppress(OSError):
+                            tmp.unlink()
+                        raise storage_error(err, tmp) from None
+                write_record(run_dir, record)
+        except FolderInUse as err:
+            problems[str(path)] = f"its run folder is in use by {err.holder}"
             continue
-        run_dir.mkdir(parents=True, exist_ok=True)
-        record["config"] = {**record.get("config", {}), "output_dir": str(run_dir)}
-        adapter = Path(records_dir).parent / "adapters" / f"{spec.run_id}.safetensors"
-        if adapter.is_file():
-            shutil.copyfile(adapter, run_dir / ADAPTER_FILE)
-        write_record(run_dir, record)
         restored += 1
     return restored
+
+
+IN_USE = "in use"  # an outcome: another process holds the run folder's lock; not run
 
 
 @dataclass
 class Outcome:
     run_id: str
-    status: str  # completed | skipped | failed
+    status: str  # completed | skipped | failed | in use
     reason: str = ""
     seconds: float = 0.0
 
@@ -477,45 +537,77 @@ def _cause(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
+def _drop_broken_log(log: Path | None) -> None:
+    """Remove an executed notebook that a full disk left empty or cut short."""
+    if log is None or not log.is_file():
+        return
+    with suppress(OSError):
+        try:
+            json.loads(log.read_text())
+        except ValueError:  # empty, truncated
+            log.unlink()
+
+
 def execute_setting(setting: Setting, notebook: Path = TRAIN_NOTEBOOK,
                     gpu: int | str | None = None, processes: int = 1) -> list[Outcome]:
     """Run every seed of a setting: one execution of the training notebook, or with `processes`
     > 1 one multi-process launch (`launch_command`). Record a failure the run couldn't. One
-    outcome per seed. `gpu`: the GPU(s) it may use, e.g. 0 or "0,1" (None: all it sees)."""
+    outcome per seed. `gpu`: the GPU(s) it may use, e.g. 0 or "0,1" (None: all it sees).
+    A file-system error (a full disk, a read-only folder), here or in the run, raises
+    `StorageError`, which stops the sweep; an executed notebook it cut short is removed."""
     runs_dir = Path(setting.runs[0].config.output_dir).parent
     start = time.perf_counter()
     cause = ""
+    log = None
     try:
         if processes > 1:
             _launch(setting, runs_dir, gpu, processes)
         else:
             params = {**setting.config.to_dict(), "seeds": list(setting.seeds), "progress": False,
                       "cuda_visible_devices": gpu}
-            execute_notebook(notebook, _log_path(runs_dir, setting.setting_id), params)
+            log = _log_path(runs_dir, setting.setting_id)
+            execute_notebook(notebook, log, params)
     except Exception as err:  # a failing run is recorded; the sweep goes on
+        if is_storage_error(err):  # papermill writing the executed notebook, or the folders
+            _drop_broken_log(log)
+            raise storage_error(err, log if log is not None and err.filename is None else None) from None
+        if getattr(err, "ename", None) == "StorageError":  # the run's own record or adapter
+            _drop_broken_log(log)
+            raise StorageError(None, err.evalue) from None
         cause = _cause(err)
     except KeyboardInterrupt:  # Ray's cancel of a running task (Ctrl-C on a Ray sweep)
         collect_outcomes(setting, "KeyboardInterrupt: interrupted", time.perf_counter() - start)
         raise
+    if received():  # SIGTERM: a kernel it stopped between runs died without a record
+        cause = SIGTERM_ERROR
     return collect_outcomes(setting, cause, time.perf_counter() - start)
 
 
 def collect_outcomes(setting: Setting, cause: str = "", seconds: float = 0.0) -> list[Outcome]:
     """One outcome per seed of a setting that ran, read from its record; a seed without a
-    completed or failed record gets a failed one that says `cause`."""
+    completed or failed record gets a failed one that says `cause`, written holding the run
+    folder's lock (a folder that another process holds now is left alone, "in use")."""
     outcomes = []
     for spec in setting.runs:
         record = read_record(spec.config.output_dir)
         if record and record.get("status") == COMPLETED:
             outcomes.append(Outcome(spec.run_id, COMPLETED, seconds=seconds / len(setting.runs)))
             continue
-        reason = (record or {}).get("error") or cause or "not run"
-        if record is None or record.get("status") != FAILED:
-            if record is None and not cause:
-                reason = "the run finished without a record for this seed"
-            Path(spec.config.output_dir).mkdir(parents=True, exist_ok=True)
-            write_record(spec.config.output_dir, {**(record or {}), "status": FAILED,
-                                                  "error": reason, "config": spec.config.to_dict()})
+        try:
+            with FolderLock(spec.config.output_dir):
+                record = read_record(spec.config.output_dir)
+                if record and record.get("status") == COMPLETED:
+                    outcomes.append(Outcome(spec.run_id, COMPLETED, seconds=seconds / len(setting.runs)))
+                    continue
+                reason = (record or {}).get("error") or cause or "not run"
+                if record is None or record.get("status") != FAILED:
+                    if record is None and not cause:
+                        reason = "the run finished without a record for this seed"
+                    write_record(spec.config.output_dir, {**(record or {}), "status": FAILED,
+                                                          "error": reason, "config": spec.config.to_dict()})
+        except FolderInUse as err:
+            outcomes.append(Outcome(spec.run_id, IN_USE, f"in use by {err.holder}"))
+            continue
         outcomes.append(Outcome(spec.run_id, FAILED, reason.splitlines()[0][:300], seconds))
     return outcomes
 
@@ -561,6 +653,7 @@ class ThreadPool(ThreadPoolExecutor):
             raise ValueError(f"processes: {processes} per run, but this machine has {gpus} GPU(s)")
         workers = min(workers, gpus // processes) if gpus else workers
         super().__init__(max_workers=workers)
+        self.workers = workers  # settings at once
         cpus = os.cpu_count() or 1
         # The torch threads of each process of a run (0: torch's default) and the cores the
         # sweep occupies.
@@ -570,6 +663,16 @@ class ThreadPool(ThreadPoolExecutor):
         for w in range(workers if gpus else 0):  # a worker's GPU, or its GPUs "0,1"
             ids = range(w * processes, (w + 1) * processes)
             self._free_gpus.put(w if processes == 1 else ",".join(map(str, ids)))
+
+    def stop_runs(self, sig: int = signal.SIGTERM) -> None:
+        """Send `sig` to the processes the settings run in (notebook kernels, multi-process
+        launches: this process's children). Ctrl-C in a terminal reaches them itself (the whole
+        process group); a SIGTERM sent to the sweep alone (kill, a scheduler) does not."""
+        import psutil
+
+        for child in psutil.Process().children():
+            with suppress(psutil.Error):
+                child.send_signal(sig)
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         if self._free_gpus is None:
@@ -589,6 +692,8 @@ def _finished(future: Future, setting: Setting) -> list[Outcome]:
     retry) is recorded failed, seeds that completed before excepted."""
     try:
         return future.result()
+    except StorageError:
+        raise  # stops the sweep
     except Exception as err:
         return collect_outcomes(setting, _cause(err))
 
@@ -602,12 +707,17 @@ def run_sweep(specs: list[RunSpec], workers: int = 1, progress: bool = True,
     multi-process launch (`launch_command`). Settings that start from another run's
     adapter go after all others; one whose dependency failed is failed, not started. Ctrl-C
     starts nothing more and shuts the pool down, waiting for the running settings (the Ray pool
-    interrupts them first), which record their runs. Returns one outcome per spec."""
+    interrupts them first), which record their runs; SIGTERM (`lora_nb.signals.Terminated`)
+    is passed on to them first (`ThreadPool.stop_runs`). A run folder that another process holds
+    is not run ("in use"). A `StorageError` stops the sweep as Ctrl-C does. Returns one outcome
+    per spec."""
     outcomes: dict[str, Outcome] = {}
     todo = []
     for spec in specs:
         if (read_record(spec.config.output_dir) or {}).get("status") == COMPLETED:
             outcomes[spec.run_id] = Outcome(spec.run_id, "skipped", "already completed")
+        elif holder := lock_holder(spec.config.output_dir):
+            outcomes[spec.run_id] = Outcome(spec.run_id, IN_USE, f"in use by {holder}")
         else:
             todo.append(spec)
     settings = group_settings(todo)
@@ -626,28 +736,42 @@ def run_sweep(specs: list[RunSpec], workers: int = 1, progress: bool = True,
         bar.set_postfix_str(f"{outs[0].run_id.rpartition('-s')[0]}: "
                             f"{len(outs) - failed} completed, {failed} failed")
 
+    # A pool that runs a fixed number of settings at once (the thread pool) gets the next one only
+    # when one ends: a sweep stopped (Ctrl-C, SIGTERM, a full disk) starts nothing after. Ray's
+    # pool gets them all at once and schedules them on the cluster.
+    capacity = getattr(pool, "workers", None)
     try:
         for wave in waves:
             running: dict[Future, Setting] = {}
-            for setting in wave:
-                missing = [d for d in setting.depends_on
-                           if (outcomes.get(d) or Outcome(d, FAILED)).status == FAILED]
-                if missing:
-                    reason = f"depends on {', '.join(missing)}, which failed or did not run"
-                    finish([Outcome(r.run_id, FAILED, reason) for r in setting.runs])
-                    continue
-                threads = pool.threads_per_run or setting.config.num_threads  # 0: the run's own
-                run = replace(setting, config=replace(setting.config, num_threads=threads))
-                kwargs = {"processes": processes} if processes > 1 else {}
-                running[pool.submit(execute_setting, run, notebook, **kwargs)] = setting
+            waiting = list(wave)
+
+            def submit_more() -> None:
+                while waiting and (capacity is None or len(running) < capacity):
+                    setting = waiting.pop(0)
+                    missing = [d for d in setting.depends_on
+                               if (outcomes.get(d) or Outcome(d, FAILED)).status in (FAILED, IN_USE)]
+                    if missing:
+                        reason = f"depends on {', '.join(missing)}, which failed or did not run"
+                        finish([Outcome(r.run_id, FAILED, reason) for r in setting.runs])
+                        continue
+                    threads = pool.threads_per_run or setting.config.num_threads  # 0: the run's own
+                    run = replace(setting, config=replace(setting.config, num_threads=threads))
+                    kwargs = {"processes": processes} if processes > 1 else {}
+                    running[pool.submit(execute_setting, run, notebook, **kwargs)] = setting
+
+            submit_more()
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for fut in done:
                     finish(_finished(fut, running.pop(fut)))
-    except BaseException:  # Ctrl-C: start nothing more; completed runs keep their records
+                submit_more()
+    except BaseException as err:  # Ctrl-C: start nothing more; completed runs keep their records
         # Wait for the settings already running (Ctrl-C reaches a thread's kernel too; the Ray
         # pool interrupts its tasks), so that they end soon and record their runs: one left
-        # running could write records while the same sweep is resumed.
+        # running could write records while the same sweep is resumed. SIGTERM reached this
+        # process alone: pass it on.
+        if isinstance(err, Terminated) and hasattr(pool, "stop_runs"):
+            pool.stop_runs(signal.SIGTERM)
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     finally:
@@ -660,8 +784,10 @@ def run_sweep(specs: list[RunSpec], workers: int = 1, progress: bool = True,
 def summarize(outcomes: list[Outcome]) -> str:
     """Counts of completed / skipped / failed runs, and each failure's reason."""
     counts = {k: sum(o.status == k for o in outcomes) for k in (COMPLETED, "skipped", FAILED)}
-    lines = [", ".join(f"{n} {k}" for k, n in counts.items())]
-    lines += [f"  failed {o.run_id}: {o.reason}" for o in outcomes if o.status == FAILED]
+    in_use = sum(o.status == IN_USE for o in outcomes)
+    lines = [", ".join(f"{n} {k}" for k, n in counts.items())
+             + (f", {in_use} in use by other processes (not run)" if in_use else "")]
+    lines += [f"  {o.status} {o.run_id}: {o.reason}" for o in outcomes if o.status in (FAILED, IN_USE)]
     return "\n".join(lines)
 
 
@@ -786,6 +912,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true",
                         help="then execute the analysis notebooks and render the HTML report")
     args = parser.parse_args(argv)
+    # The runs folder's lock, taken below, is released when the sweep ends, however it ends.
+    with ExitStack() as held, sigterm_as_interrupt():
+        try:
+            return _main(args, held)
+        except KeyboardInterrupt as err:  # before or after the runs (the runs' own: in _main)
+            by = " by SIGTERM" if isinstance(err, Terminated) else ""
+            print(f"\ninterrupted{by}; the same command resumes the sweep", file=sys.stderr)
+            return 143 if by else 130
+
+
+def _check_resume_from(path: str) -> Path:
+    """Refuse a --resume-from folder that does not exist or holds no records."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--resume-from: {path} is not a folder"
+                                + (" (it is a file)" if folder.exists() else " (it does not exist)"))
+    if not any(True for _ in find_records(folder)):
+        raise FileNotFoundError(f"--resume-from: {path} holds no run records (<run-id>.json or "
+                                "<run-id>/record.json), e.g. report/records")
+    return folder
+
+
+def _restored_text(restored: int, problems: dict, resume_from: str) -> str:
+    lines = [f"restored {restored} committed runs from {resume_from}"
+             + (f"; skipped {len(problems)}:" if problems else "")]
+    lines += [f"  {path}: {problem}" for path, problem in sorted(problems.items())]
+    return "\n".join(lines)
+
+
+def _main(args: argparse.Namespace, held: ExitStack) -> int:
+    locked: list[FolderLock] = []
+
+    def lock_runs_dir() -> None:  # one sweep per runs folder: a second one is refused at once
+        if not locked:
+            locked.append(held.enter_context(FolderLock(runs_dir, SWEEP_LOCK_FILE, what="--runs-dir")))
+
     try:
         if args.workers < 1:
             raise ValueError(f"--workers: must be >= 1, got {args.workers}")
@@ -800,11 +962,20 @@ def main(argv: list[str] | None = None) -> int:
             print(_estimate(specs, args.glue_dir, args.tokens_per_second, (runs_dir, args.resume_from)))
             return 0
         resume = None if args.list else args.resume_from
-        specs, rates, restored = resolve_grid(args.preset, runs_dir, args.glue_dir, args.model, resume)
+        if not args.list:  # before any work: a folder this sweep can write in
+            check_writable_folder(runs_dir, "--runs-dir")
         if resume:
-            print(f"restored {restored} committed runs")
+            _check_resume_from(resume)
+            lock_runs_dir()  # restoring writes into the runs folder
+        problems: dict = {}
+        specs, rates, restored = resolve_grid(args.preset, runs_dir, args.glue_dir, args.model, resume,
+                                              problems)
+        if resume:
+            print(_restored_text(restored, problems, resume))
         validate_grid(specs)
-    except (ValueError, FileNotFoundError, ImportError) as err:
+        if not args.list:
+            lock_runs_dir()
+    except (ValueError, FileNotFoundError, ImportError, StorageError, FolderInUse) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     pending = _pending(args.preset, rates)
@@ -835,11 +1006,16 @@ def main(argv: list[str] | None = None) -> int:
                 validate_grid(new)
                 specs += new
                 outcomes += run_sweep(new, pool=pool, processes=args.processes_per_run)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated)
             done = sum((read_record(s.config.output_dir) or {}).get("status") == COMPLETED for s in specs)
-            print(f"\ninterrupted: {done} of {len(specs)} runs are complete and kept; "
+            by = " by SIGTERM" if isinstance(err, Terminated) else ""
+            print(f"\ninterrupted{by}: {done} of {len(specs)} runs are complete and kept; "
                   "the same command resumes the sweep", file=sys.stderr)
-            return 130
+            return 143 if by else 130
+        except StorageError as err:  # a full disk, a read-only folder: every run would fail
+            print(f"error: {err}\nthe sweep stopped; completed runs are kept: free space (or make "
+                  "the folder writable) and run the same command to resume", file=sys.stderr)
+            return 1
     wall = time.perf_counter() - start
     print(summarize(outcomes))
     ran = [read_record(s.config.output_dir) or {} for s, o in zip(specs, outcomes) if o.status == COMPLETED]
@@ -857,7 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {path}")
         if not written:
             print("report/ is up to date with the runs, notebooks and package")
-    return 1 if any(o.status == FAILED for o in outcomes) else 0
+    return 1 if any(o.status in (FAILED, IN_USE) for o in outcomes) else 0
 
 
 if __name__ == "__main__":

@@ -6,13 +6,18 @@
 Each epoch is evaluated with the LoRA weights merged (§4.1: no extra inference latency) and the
 run is scored at its best epoch (§5.1). The record (`record.json`) is written atomically: a run
 that dies leaves a record whose status is ``running`` or ``failed``, never one that looks complete.
+A run holds its folder's lock (`lora_nb.rundir.FolderLock`) from before it touches the folder to
+its last write: a second writer of the same folder is refused at once, naming the first. SIGTERM
+stops a run as Ctrl-C does, its record failed (`lora_nb.signals`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import ast
 import datetime as dt
+import difflib
 import hashlib
 import json
 import math
@@ -37,8 +42,10 @@ from .machine import cpu_count, cpu_has_bf16, device_name, git_commit, peak_memo
 from .metrics import glue_metric
 from .models import load_model, load_model_config, max_model_length
 from .methods import count_parameters, prepare_model
-from .rundir import (ADAPTER_FILE, COMPLETED, FAILED, RECORD_FILE, RUNNING, read_record, repo_path,
+from .rundir import (ADAPTER_FILE, COMPLETED, FAILED, RECORD_FILE, RUNNING, FolderInUse, FolderLock,
+                     StorageError, read_record, remove_temporary_files, repo_path, storage_error,
                      write_record)
+from .signals import SIGTERM_ERROR, Terminated, sigterm_as_interrupt
 
 # Settings that say how a run executes, not what it computes: two runs that differ only in these
 # are the same run (resume, "already done").
@@ -66,8 +73,21 @@ def _mixed_precision(setting: str) -> str:
     return "bf16" if cpu_has_bf16() else "no"
 
 
-def prepare_run_dir(config: RunConfig) -> Path:
-    """Create the run directory; refuse to replace a completed run unless `overwrite`."""
+def _accelerator(mixed_precision: str) -> Accelerator:
+    """This run's `Accelerator`. accelerate keeps one state per process and refuses another
+    precision; a process that ran a run at another one (a notebook kernel, the tests) has that
+    state reset first (accelerate's own reset; the process group, `PartialState`, is kept)."""
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state.get("_mixed_precision", mixed_precision) != mixed_precision:
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=mixed_precision)
+
+
+def prepare_run_dir(config: RunConfig, main_process: bool = True) -> Path:
+    """Create the run directory; refuse to replace a completed run unless `overwrite`. The main
+    process, holding the folder's lock, removes an earlier failed or half-written run's record and
+    adapter and the temporary files of a writer that died mid-write; the others only check."""
     run_dir = Path(config.output_dir)
     previous = read_record(run_dir)
     if previous and previous.get("status") == COMPLETED and not config.overwrite:
@@ -75,10 +95,16 @@ def prepare_run_dir(config: RunConfig) -> Path:
             f"output_dir: {run_dir} holds a completed run; choose another output_dir or set "
             "overwrite=True"
         )
-    if run_dir.exists() and (previous is not None or config.overwrite):
-        for stale in (ADAPTER_FILE, RECORD_FILE):
-            (run_dir / stale).unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if not main_process:
+        return run_dir
+    try:
+        if run_dir.exists() and (previous is not None or config.overwrite):
+            for stale in (ADAPTER_FILE, RECORD_FILE):
+                (run_dir / stale).unlink(missing_ok=True)
+        remove_temporary_files(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise storage_error(err) from None
     return run_dir
 
 
@@ -131,18 +157,19 @@ def run_seeds(config: RunConfig, seeds: typing.Sequence[int], progress: bool = T
     for c in configs:
         c.validate()
     records = []
-    for c in configs:
-        previous = read_record(c.output_dir)
-        if previous and previous.get("status") == COMPLETED and not c.overwrite:
-            if not same_run(c, previous):
-                raise FileExistsError(
-                    f"output_dir: {c.output_dir} holds a completed run made with other settings; "
-                    "choose another output_dir or set overwrite=True")
-            print(f"{c.output_dir}: already completed (best {previous.get('primary_metric')} "
-                  f"{previous.get('best_metric', float('nan')):.4f}); not run again")
-            records.append(previous)
-            continue
-        records.append(run(c, progress=progress))
+    with sigterm_as_interrupt():
+        for c in configs:
+            previous = read_record(c.output_dir)
+            if previous and previous.get("status") == COMPLETED and not c.overwrite:
+                if not same_run(c, previous):
+                    raise FileExistsError(
+                        f"output_dir: {c.output_dir} holds a completed run made with other settings; "
+                        "choose another output_dir or set overwrite=True")
+                print(f"{c.output_dir}: already completed (best {previous.get('primary_metric')} "
+                      f"{previous.get('best_metric', float('nan')):.4f}); not run again")
+                records.append(previous)
+                continue
+            records.append(run(c, progress=progress))
     return records
 
 
@@ -159,11 +186,90 @@ def default_output_dir(config: RunConfig) -> str:
     return f"runs/notebook/{config.task}-{method}-{digest}-s{{seed}}"
 
 
+# train.ipynb's parameters that are not RunConfig fields, and the names the notebook itself
+# defines after its parameters (with IPython's In and Out): neither is an unknown parameter.
+NOTEBOOK_PARAMETERS = ("seeds", "progress", "cuda_visible_devices")
+NOTEBOOK_VARIABLES = ("In", "Out", "config", "record", "records")
+# Names users type for a field (other libraries' names), suggested before difflib's guess.
+PARAMETER_ALIASES = {"lr": "learning_rate", "rate": "learning_rate", "rank": "r",
+                     "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
+                     "target_modules": "targets", "bs": "batch_size", "batch": "batch_size",
+                     "epoch": "epochs", "num_epochs": "epochs", "steps": "max_steps",
+                     "output": "output_dir", "out_dir": "output_dir", "model_name": "model",
+                     "seq_len": "max_length", "max_seq_length": "max_length", "threads": "num_threads",
+                     "fp16": "mixed_precision", "bf16": "mixed_precision", "data_dir": "glue_dir"}
+# What papermill can set (-p, -r, -y): literals. Modules, functions and the like are not parameters.
+_LITERAL_TYPES = (str, int, float, bool, list, dict, tuple, type(None))
+
+
+def nearest_parameter(name: str) -> str | None:
+    """The parameter a user most likely meant by `name`."""
+    names = [*RunConfig.field_names(), *NOTEBOOK_PARAMETERS]
+    if name.lower() in PARAMETER_ALIASES:
+        return PARAMETER_ALIASES[name.lower()]
+    close = difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def unknown_parameters(params: dict) -> list[str]:
+    """The names in a notebook's namespace that look like parameters (papermill's literals) but
+    are neither RunConfig fields nor the notebook's own: papermill only warns about them."""
+    known = {*RunConfig.field_names(), *NOTEBOOK_PARAMETERS, *NOTEBOOK_VARIABLES}
+    return sorted(k for k, v in params.items()
+                  if not k.startswith("_") and k not in known and isinstance(v, _LITERAL_TYPES))
+
+
+def _listed(value) -> list:
+    """A list parameter as users type it: a list, or text "[0, 1]", "0,1", "0 1", "q,v"."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if not isinstance(value, str):
+        return [value]
+    text = value.strip()
+    if text.startswith(("[", "(")):
+        try:
+            parsed = ast.literal_eval(text)
+        except (ValueError, SyntaxError):  # [q, v]: unquoted names
+            text = text.strip("[]()")
+        else:
+            return list(parsed) if isinstance(parsed, (list, tuple)) else [parsed]
+    return [t for t in text.replace(",", " ").split()]
+
+
+def notebook_seeds(value, default: int) -> list[int]:
+    """The seeds a notebook execution runs, in the forms papermill passes them: None → [default];
+    ``-p seeds 3`` (an int) or "3" → [3], one seed; ``-p seeds "[0, 1]"``, "0,1", "0 1" or
+    ``-y "seeds: [0, 1]"`` → [0, 1]."""
+    if value is None:
+        return [default]
+    items = _listed(value)
+    seeds = []
+    for item in items:
+        if isinstance(item, str) and item.strip().lstrip("-").isdigit():
+            item = int(item)
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise ValueError(f"seeds: expected a seed or a list of seeds (3, [0, 1] or 0,1), got {value!r}")
+        seeds.append(item)
+    if not seeds:
+        raise ValueError(f"seeds: give at least one seed, got {value!r}")
+    return seeds
+
+
 def notebook_config(params: dict) -> RunConfig:
     """The `RunConfig` of a notebook's parameters: paths relative to the repository root, and
     the output folder derived from the settings when `output_dir` is None (so that changing a
-    parameter and running again runs the new setting)."""
+    parameter and running again runs the new setting). A name that is not a parameter
+    (papermill's ``-p lr 0.1``, which papermill only warns about) is refused, with the nearest
+    parameter; list fields may be given as text ("q,v", "[q, v]")."""
+    unknown = unknown_parameters(params)
+    if unknown:
+        raise ValueError("; ".join(
+            f"{name}: not a run parameter" + (f", did you mean {near}?" if (near := nearest_parameter(name)) else "")
+            for name in unknown) + " (parameters: RunConfig's fields and " + ", ".join(NOTEBOOK_PARAMETERS) + ")")
     given = {k: v for k, v in params.items() if k in RunConfig.field_names()}
+    for name in ("targets", "tags"):
+        if isinstance(given.get(name), str):
+            given[name] = [str(t) for t in _listed(given[name])]
     config = RunConfig.from_dict({**given, "output_dir": given.get("output_dir") or "unset"})
     output_dir = given.get("output_dir") or default_output_dir(config)
     return dataclasses.replace(
@@ -180,7 +286,9 @@ def seed_config(config: RunConfig, seed: int) -> RunConfig:
 
 
 def run(config: RunConfig, progress: bool = True) -> dict:
-    """Fine-tune one model on one GLUE task as `config` says; return the run record."""
+    """Fine-tune one model on one GLUE task as `config` says; return the run record. The main
+    process holds the run folder's lock throughout: a folder another process writes is refused
+    (`FolderInUse`, naming it) before anything in it changes."""
     config.validate()
     task = config.glue_task
     model_config = load_model_config(config.model, task.num_labels)
@@ -189,11 +297,24 @@ def run(config: RunConfig, progress: bool = True) -> dict:
             f"max_length: {config.max_length} exceeds {config.model}'s limit "
             f"{max_model_length(model_config)}"
         )
-    accelerator = Accelerator(mixed_precision=_mixed_precision(config.mixed_precision))
+    accelerator = _accelerator(_mixed_precision(config.mixed_precision))
+    accelerator.gradient_accumulation_steps = gradient_accumulation_steps(config, accelerator.num_processes)
+    lock = FolderLock(config.output_dir) if accelerator.is_main_process else None
+    with sigterm_as_interrupt():
+        if lock is not None:
+            lock.acquire()
+        try:
+            return _locked_run(config, task, model_config, accelerator, progress)
+        finally:
+            if lock is not None:
+                lock.release()
+
+
+def _locked_run(config: RunConfig, task: Task, model_config, accelerator: Accelerator,
+                progress: bool) -> dict:
     processes = accelerator.num_processes
-    accumulation = gradient_accumulation_steps(config, processes)
-    accelerator.gradient_accumulation_steps = accumulation
-    run_dir = prepare_run_dir(config)
+    accumulation = accelerator.gradient_accumulation_steps
+    run_dir = prepare_run_dir(config, accelerator.is_main_process)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     record: dict = {
@@ -210,15 +331,22 @@ def run(config: RunConfig, progress: bool = True) -> dict:
     try:
         _train(config, task, model_config, accelerator, run_dir, record, progress)
         record["status"] = COMPLETED
-    except BaseException as err:  # KeyboardInterrupt too: the record must say the run failed
-        record.update(status=FAILED, error=f"{type(err).__name__}: {err}")
+    except BaseException as err:  # KeyboardInterrupt and SIGTERM too: the record must say the run failed
+        error = SIGTERM_ERROR if isinstance(err, Terminated) else f"{type(err).__name__}: {err}"
+        record.update(status=FAILED, error=error)
         raise
     finally:
         record["wall_time_s"] = time.perf_counter() - start
         record["peak_memory_bytes"] = peak_memory_bytes(accelerator.device)
         record["finished_at"] = dt.datetime.now().isoformat()
         if accelerator.is_main_process:
-            write_record(run_dir, record)
+            try:
+                write_record(run_dir, record)
+            except StorageError as err:
+                if record["status"] == COMPLETED:
+                    raise  # not complete on disk: the run failed
+                # The run's own error goes on (a full disk, most likely, already raised it).
+                print(f"warning: the failed record could not be written: {err}", file=sys.stderr)
     return record
 
 
@@ -309,12 +437,17 @@ def _train(config, task, model_config, accelerator, run_dir, record, progress) -
                                       "primary": primary, "eval_seconds": seconds})
         improved = primary > record.get("best_metric", -math.inf)
         if improved:
+            # The adapter first (atomically), then the record that names its step: a record never
+            # names an adapter that is not on disk, and a completed record is written after the
+            # run's last adapter (see lora_nb.rundir).
+            if accelerator.is_main_process:
+                save_adapter(accelerator.unwrap_model(model), run_dir / ADAPTER_FILE,
+                             task=task.name, epoch=epoch, step=step, model=config.model)
             # The best evaluation's validation predictions, for paired intervals (lora_nb.claims).
             record.update(best_epoch=epoch, best_step=step, best_metric=primary,
                           best_outputs={s: o for s, o in outputs.items() if s != DEV_SPLIT})
             if accelerator.is_main_process:
-                save_adapter(accelerator.unwrap_model(model), run_dir / ADAPTER_FILE,
-                             task=task.name, epoch=epoch, step=step, model=config.model)
+                write_record(run_dir, record)
         clock["eval"] += seconds
         accelerator.print(f"step {step}/{total_steps}  {task.primary_metric} {primary:.4f}"
                           f"{'  (best)' if improved else ''}  {seconds:.1f}s eval")
@@ -438,9 +571,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             config = RunConfig.from_dict(given)
         records = run_seeds(config, seeds, progress) if seeds else [run(config, progress)]
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, FolderInUse) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # StorageError: a full disk, a read-only folder, a file for a folder
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the run's record says it failed
+        print(f"\ninterrupted{' by SIGTERM' if isinstance(err, Terminated) else ''}: the run's "
+              "record says failed; the same command runs it again", file=sys.stderr)
+        return 143 if isinstance(err, Terminated) else 130
     for record in records if PartialState().is_main_process else []:
         print(json.dumps({k: record.get(k) for k in ("status", "best_epoch", "best_metric",
                                                      "primary_metric", "wall_time_s")}))

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "lora_nb"
 HEAVY = ("transformers", "datasets", "evaluate", "accelerate", "papermill")
 
@@ -58,6 +60,7 @@ def test_run_folder_file_names_live_in_one_module():
     assert holders == {"rundir.py"}, f"run-folder file names written outside rundir.py: {holders}"
 
 
+@pytest.mark.slow
 def test_the_benchmark_command_needs_no_test_extra():
     """peft is the `bench` extra: `python -m lora_nb.bench --help` works where it is missing."""
     code = ("import sys, runpy; sys.modules['peft'] = None; sys.argv = ['lora_nb.bench', '--help']; "

@@ -31,9 +31,25 @@ def test_the_estimate_command_measures_lengths_on_local_data(tmp_path, capsys):
     assert sweep.main(["--preset", "cpu", "--runs-dir", str(tmp_path), "--glue-dir", str(GLUE_DIR),
                        "--estimate", "--tokens-per-second", "1000"]) == 0
     out = capsys.readouterr().out
-    assert "30 runs" in out and "measured" in out and "upper bound" not in out
+    assert "6 runs" in out and "measured" in out and "upper bound" not in out
     sst2 = next(line for line in out.splitlines() if line.startswith("| sst2"))
-    # 18 runs × 2 epochs × ceil(2000 / 16) steps
-    assert "4,500" in sst2
+    # 2 methods × 3 seeds × a budget of 1,200 optimizer steps
+    assert "7,200" in sst2
     assert not any(tmp_path.iterdir())  # nothing ran, nothing was written
     assert sweep.main(["--preset", "cpu", "--runs-dir", str(tmp_path), "--tokens-per-second", "5"]) == 2
+
+
+def test_core_hours_come_from_the_records_measured_seconds(tmp_path):
+    specs = [s for s in build_grid("cpu", tmp_path)]
+    costs = estimate.run_costs(specs, {"sst2": 10.0}, {"sst2": (66_349, 872)})
+    rates = {"lora": (1e-3, 2e-3), "full": (2e-3, 2e-3)}  # core-seconds per token, per example
+    hours = estimate.core_hours(specs, costs, rates, {"sst2": (66_349, 872)})
+    # per run: 1,200 steps × 16 × 10 tokens × rate + 8 evaluations × (872 + 1,000 dev) × 2e-3
+    lora = 1200 * 16 * 10 * 1e-3 + 8 * 1872 * 2e-3
+    full = 1200 * 16 * 10 * 2e-3 + 8 * 1872 * 2e-3
+    assert hours["all"] == pytest.approx(3 * (lora + full) / 3600)
+    records = [{"status": "completed", "train_tokens_per_s": 500.0, "torch_threads": 2,
+                "eval_seconds": 10.0, "evaluations": [{}] * 5,
+                "data": {"eval_examples": {"validation": 100}}, "config": {"method": "lora"}}]
+    train, evaluate = estimate.measured_rates(records)["lora"]
+    assert train == pytest.approx(2 / 500) and evaluate == pytest.approx(2 * 10 / 500)

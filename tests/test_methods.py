@@ -263,3 +263,22 @@ def test_one_rule_for_the_same_lora_targets_r_and_alpha_not_dropout(tiny_roberta
         prepare_model(tiny_roberta, "lora", LoRAConfig(("q", "v"), r=8))
     assert LoRAConfig(("q", "v"), 4, 8.0, 0.1).same_update(LoRAConfig(("q", "v"), 4, 8.0, 0.0))
     assert not LoRAConfig(("q", "v"), 4, 8.0).same_update(LoRAConfig(("q", "v"), 4, 16.0))
+
+
+def test_a_deep_copy_of_a_mean_pooled_model_pools_with_its_own_mask():
+    import copy
+
+    from lora_nb.models import from_config, tiny_config, use_mean_pooling
+
+    torch.manual_seed(0)
+    model = use_mean_pooling(from_config(tiny_config("bert", hidden_dropout_prob=0.0,
+                                                     attention_probs_dropout_prob=0.0))).eval()
+    twin = copy.deepcopy(model)
+    ids = torch.randint(5, 100, (2, 6))
+    mask = torch.tensor([[1] * 6, [1] * 3 + [0] * 3])
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask).logits
+        model(input_ids=ids, attention_mask=torch.ones_like(mask))  # the original's mask changes
+        got = twin(input_ids=ids, attention_mask=mask).logits
+    assert torch.equal(got, expected)
+    assert twin.bert.pooler.mask is not model.bert.pooler.mask

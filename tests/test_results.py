@@ -1,4 +1,4 @@
-"""Records → tables, on a fixed set of hand-written records with medians computed by hand."""
+"""Records → tables, on a fixed set of hand-written records with means computed by hand."""
 
 import json
 
@@ -18,6 +18,8 @@ def write(runs, run_id, task, method, seed, metric, tags, trainable=1000, head=1
               "parameters": {"total": 10**6, "trainable": trainable, "lora": trainable - head,
                              "head": head, "trainable_without_head": trainable - head},
               "epochs": [{"epoch": 1, "train_seconds": 2.0, "train_loss": 0.5, "primary": metric, "eval": {}}],
+              # a curve that levelled off (lora_nb.convergence): four evaluations at one score
+              "optimizer_steps": 40, "evaluations": [{"step": s, "primary": metric, "eval": {}} for s in (10, 20, 30, 40)],
               "loss_curve": [[1, 0.7], [2, 0.5]], "data": {"train_examples": 512, "eval_examples": {"validation": 400}}}
     if metric is None:  # no score: constant predictions (Pearson undefined)
         del record["best_metric"], record["best_epoch"]
@@ -44,21 +46,21 @@ def test_records_load_one_row_per_run(runs):
     assert set(df.loc[df["method"] == "lora", "weight_type"]) == {"Wq", "Wq,Wv"}
 
 
-def test_table2_medians_and_std_by_hand(runs):
+def test_table2_means_and_std_by_hand(runs):
     t2 = results.table2(results.load_records(runs)).set_index("method")
-    assert t2.at["lora", "median"] == pytest.approx(85.0)  # median of 80, 90, 85
+    assert t2.at["lora", "mean"] == pytest.approx(85.0)  # mean of 80, 90, 85
     assert t2.at["lora", "std"] == pytest.approx(5.0)  # sample std of 80, 85, 90
-    assert t2.at["full", "median"] == pytest.approx(75.0)  # the failed run is left out
+    assert t2.at["full", "mean"] == pytest.approx(235 / 3)  # 70, 75, 90: the failed run is left out
     assert t2.at["full", "seeds"] == 3 and t2.at["lora", "trainable_without_head"] == 1000
     wide = results.table2_display(t2.reset_index(), "m")
     ours = wide[wide["source"] == "ours (m)"].set_index("method")
-    assert ours.at["LoRA", "SST-2"] == "85.0 ±5.0" and ours.at["FT", "SST-2"] == "75.0 ±10.4"  # sample std of 70, 75, 90
+    assert ours.at["LoRA", "SST-2"] == "85.0 ±5.0" and ours.at["FT", "SST-2"] == "78.3 ±10.4"  # sample std of 70, 75, 90
     assert ours.at["LoRA", "trainable (no head)"] == "0.00M"
     paper = wide[wide["source"] == "paper (RoBERTa-base)"].set_index("method")
     assert paper.at["LoRA", "SST-2"] == "95.1 ±0.2" and paper.at["FT", "SST-2"] == "94.8"  # the paper's ±
 
 
-def test_ft_at_several_learning_rates_takes_the_best_median_in_table2_and_the_claims(tmp_path):
+def test_ft_at_several_learning_rates_takes_the_best_median_rate_in_table2_and_the_claims(tmp_path):
     """RoBERTa's FT recipe: the learning rate picked on the validation set, by one rule
     (`claims.best_learning_rate`) for the table and the claims."""
     for seed in range(3):
@@ -66,7 +68,7 @@ def test_ft_at_several_learning_rates_takes_the_best_median_in_table2_and_the_cl
         write(tmp_path, f"t2-sst2-full-lr2e-05-s{seed}", "sst2", "full", seed, 0.80 + seed / 100, ["table2"], learning_rate=2e-5)
         write(tmp_path, f"t2-sst2-lora-s{seed}", "sst2", "lora", seed, 0.75, ["table2"])
     t2 = results.table2(results.load_records(tmp_path)).set_index("method")
-    assert t2.at["full", "median"] == pytest.approx(81.0) and t2.at["full", "seeds"] == 3
+    assert t2.at["full", "mean"] == pytest.approx(81.0) and t2.at["full", "seeds"] == 3
     assert t2.at["full", "learning_rate"] == 2e-5 and t2.at["full", "rates_tried"] == 2
     assert t2.at["lora", "rates_tried"] == 1
     from lora_nb import claims
@@ -78,12 +80,12 @@ def test_ft_at_several_learning_rates_takes_the_best_median_in_table2_and_the_cl
 
 def test_runs_without_a_score_count_as_failed_not_as_seeds(tmp_path):
     """STS-B runs whose predictions are constant have no Pearson: the cell says how many failed,
-    and its median and seed count are over the others."""
+    and its mean and seed count are over the others."""
     for seed, value in enumerate([0.80, None, 0.70]):
         write(tmp_path, f"t2-stsb-full-s{seed}", "stsb", "full", seed, value, ["table2"])
     t2 = results.table2(results.load_records(tmp_path))
     row = t2.iloc[0]
-    assert (row["median"], row["seeds"], row["failed"]) == (pytest.approx(75.0), 2, 1)
+    assert (row["mean"], row["seeds"], row["failed"]) == (pytest.approx(75.0), 2, 1)
     wide = results.table2_display(t2, "m")
     assert wide.iloc[0]["STS-B"] == "75.0 ±7.1 (1 failed)"
 
@@ -104,7 +106,7 @@ def test_table6_by_weight_type_and_rank(runs):
     t6 = results.table6(results.load_records(runs))
     assert len(t6) == 6  # the extra-seed subspace run is not a Table 6 cell
     cell = t6[(t6["weight_type"] == "Wq,Wv") & (t6["r"] == 8)].iloc[0]
-    assert cell["median"] == pytest.approx(64.0) and cell["seeds"] == 1 and pd.isna(cell["std"])
+    assert cell["mean"] == pytest.approx(64.0) and cell["seeds"] == 1 and pd.isna(cell["std"])
     wide = results.table6_display(t6, "m")
     assert list(wide["weight type"][:2]) == ["Wq", "Wq,Wv"]
     gpt3 = wide[wide["source"] == "paper (GPT-3 175B)"].set_index("weight type")
@@ -118,7 +120,7 @@ def test_table5_takes_the_equal_budget_cells_beside_the_paper(runs):
     write(runs, "t5-v-r8", "mnli", "lora", 0, 0.66, ["table5"], targets=["v"], r=8)
     t5 = results.table5(results.load_records(runs)).set_index("weight_type")
     assert set(t5.index) == {"Wq", "Wv", "Wq,Wv"}  # r·(number of types) = 8; Wq,Wv r = 8 is not
-    assert t5.at["Wq,Wv", "r"] == 4 and t5.at["Wq,Wv", "median"] == pytest.approx(70.0)
+    assert t5.at["Wq,Wv", "r"] == 4 and t5.at["Wq,Wv", "mean"] == pytest.approx(70.0)
     assert t5.at["Wq", "paper"] == 91.0 and t5.at["Wv", "paper"] == 91.0  # GPT-3, MultiNLI
 
 
@@ -163,7 +165,7 @@ def test_claims_summary_quotes_intervals_and_verdicts(tmp_path):
     assert summary.at["C3", "ours: difference [95% interval], points"] == "not run"
     assert "95.1" in summary.at["C1", "paper"] or "LoRA" in summary.at["C1", "paper"]
     text = results.summary_text(df, comparisons)
-    assert "1 is reproduced, 3 inconclusive" in text
+    assert "1 is reproduced, 4 inconclusive" in text and "0 not testable" in text
 
 
 def test_deviations_state_ours_from_the_records(runs):
@@ -208,27 +210,6 @@ def test_table6_figure_legend_in_the_papers_order(runs):
     fig = plots.rank_curves(results.table6(results.load_records(runs)), "m")
     assert _legend_texts(fig.legends[0]) == ["Wq", "Wq,Wv", "Wq,Wk,Wv,Wo"]
     assert [ax.get_title() for ax in fig.axes] == ["ours (m)", "paper (GPT-3 175B)"]
-
-
-def test_learning_curves_panels_styles_and_trivial_baseline():
-    from lora_nb import plots
-
-    rows = [{"task": task, "method": method, "learning_rate": lr, "pooling": pooling, "seed": seed, "step": step,
-             "score": 50 + step / 10 + seed, "trivial": trivial}
-            for task, trivial in (("mrpc", 68.4), ("stsb", 0.0))
-            for method, lr, pooling in (("full", 1e-4, "cls"), ("lora", 1e-3, "cls"), ("lora", 3e-3, "cls"),
-                                        ("lora", 1e-3, "mean"))
-            for seed in (0, 1) for step in (50, 100, 150)]
-    fig = plots.learning_curves(pd.DataFrame(rows))
-    assert [ax.get_title() for ax in fig.axes] == ["MRPC", "STS-B"]
-    assert _legend_texts(fig.legends[0]) == ["LoRA, lr 1e-3", "LoRA, lr 3e-3", "FT, lr 1e-4", "pooling: cls",
-                                             "pooling: mean", "trivial baseline"]
-    mrpc = fig.axes[0]
-    dashed = [line for line in mrpc.lines if line.get_linestyle() == "--"]
-    assert len(dashed) == 1 and list(dashed[0].get_ydata()) == [68.4, 68.4]
-    assert {line.get_linestyle() for line in mrpc.lines} == {"-", "-.", "--"}  # cls, mean, trivial
-    mean_of_seeds = [line for line in mrpc.lines if line.get_linestyle() == "-."]
-    assert list(mean_of_seeds[0].get_ydata()) == [55.5, 60.5, 65.5]  # the mean of seeds 0 and 1
 
 
 def test_claims_forest_rows_lines_and_colours():
@@ -291,3 +272,32 @@ def test_reproduced_matches_runs_by_settings_and_compares_predictions(tmp_path):
     assert report.splitlines() == ["t2-sst2-lora-s0: best 0.9 against 0.8",
                                    "1 of 2 runs made with the reference's settings reproduce its best "
                                    "score and every validation prediction"]
+
+
+def test_the_convergence_study_figure_draws_each_rate_the_rule_window_and_the_baseline(tmp_path):
+    from lora_nb import plots
+
+    labels = [1] * 60 + [0] * 40
+    for method, rates in (("lora", (3e-4, 1e-3, 3e-3)), ("full", (2e-5, 5e-5, 1e-4))):
+        for i, rate in enumerate(rates):
+            climbing = i == 0  # the lowest rate still gains in the last quarter
+            curve = [0.5 + (0.04 * k if climbing else 0.2 * (1 - 0.5 ** k)) for k in range(1, 9)]
+            evaluations = [{"step": 50 * k, "primary": v, "eval": {"validation": {"accuracy": v},
+                                                                   "dev": {"accuracy": v}}}
+                           for k, v in enumerate(curve, 1)]
+            _with_outputs(tmp_path, f"t2-sst2-{method}-lr{rate:g}-s0", "sst2", method, 0, labels, labels,
+                          learning_rate=rate, evaluations=evaluations, optimizer_steps=400)
+            path = tmp_path / f"t2-sst2-{method}-lr{rate:g}-s0" / "record.json"
+            record = json.loads(path.read_text())
+            record["config"]["learning_rate"] = rate
+            path.write_text(json.dumps(record))
+    df = results.load_records(tmp_path)
+    curves = results.study_curves(df)
+    assert len(curves) == 6 * 8 and set(curves["budget"]) == {400}
+    assert set(curves[~curves["converged"]]["learning_rate"]) == {3e-4, 2e-5}
+    fig = plots.convergence_study(curves)
+    ax = fig.axes[0]
+    runs = [line for line in ax.lines if len(line.get_xdata()) == 8]
+    assert len(runs) == 6 and sum(line.get_linestyle() == ":" for line in runs) == 2
+    assert any(list(line.get_ydata()) == [60.0, 60.0] for line in ax.lines)  # majority class
+    assert ax.patches and ax.patches[0].get_x() == pytest.approx(300)  # the last quarter

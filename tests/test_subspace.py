@@ -323,7 +323,7 @@ def test_similarity_comparisons_planted_random_and_orthogonal():
     planted = similarity_comparisons(_a_matrices((0, 1), 4, d, rng, top, 1.0), _a_matrices((0, 1), 16, d, rng, top, 1.0),
                                      "mnli", (4, 16), n_random=4, n_boot=300)
     assert [c.verdict for c in planted] == [claims.REPRODUCED, claims.REPRODUCED]
-    assert planted[0].a_median > 0.9 and planted[0].b_median < 0.05
+    assert planted[0].a_stat > 0.9 and planted[0].b_stat < 0.05
     assert planted[0].a == "A(r=4) vs A(r=16): φ(1,1)" and planted[0].kind == "superior"
     assert planted[0].seeds == "2 × 2 seeds, 2 cross-seed pairs" and planted[0].claim == "C5"
     assert planted[0].lo <= planted[0].difference <= planted[0].hi
@@ -339,7 +339,7 @@ def test_similarity_comparisons_planted_random_and_orthogonal():
              for s in (0, 1)}
     apart = similarity_comparisons(small, large, n_random=4, n_boot=300)
     assert [c.verdict for c in apart] == [claims.NOT_REPRODUCED, claims.NOT_REPRODUCED]
-    assert apart[0].a_median == pytest.approx(0.0, abs=1e-12)
+    assert apart[0].a_stat == pytest.approx(0.0, abs=1e-12)
 
 
 def _amp_rows(r, aligned, seeds=(0, 1, 2), layers=4, d=64):
@@ -361,7 +361,7 @@ def _amp_rows(r, aligned, seeds=(0, 1, 2), layers=4, d=64):
 
 def test_amplification_comparison_aligned_beats_random_update():
     aligned = amplification_comparison(_amp_rows(2, True), 2, "mnli", n_boot=300)
-    assert aligned.verdict == claims.REPRODUCED and aligned.a_median > 2 * aligned.b_median
+    assert aligned.verdict == claims.REPRODUCED and aligned.a_stat > 2 * aligned.b_stat
     assert aligned.a == "ΔWq r=2: ‖UᵀWV‖ as % of W's top-r" and aligned.seeds == "3"
     assert aligned.note == "4 layers × 3 seeds"
     rand = amplification_comparison(_amp_rows(2, False), 2, n_boot=300)
@@ -379,13 +379,14 @@ def test_paper_table7_amplification():
     assert paper.at[64, "amplification"] == pytest.approx(3.57 / 1.90)  # "about 2"
 
 
-def _c5(verdicts: dict[str, str]) -> pd.DataFrame:
+def _c5(verdicts: dict[str, str], strong: bool = False) -> pd.DataFrame:
+    """C5's rows; `strong`: effects far above their controls (ratios 4× and 3×) instead of ~1×."""
     rows = {
         "phi": claims.Comparison("C5", "mnli", "A(r=8) vs A(r=64): φ(1,1)", "random Gaussian A, same shapes",
-                                 "superior", 0.0031, 0.0027, 0.0004, -0.0002, 0.0011, "3 × 3 seeds, 6 cross-seed pairs",
-                                 verdicts["phi"], ""),
+                                 "superior", 0.0108 if strong else 0.0031, 0.0027, 0.0004, -0.0002, 0.0011,
+                                 "3 × 3 seeds, 6 cross-seed pairs", verdicts["phi"], ""),
         "amp": claims.Comparison("C5", "mnli", "ΔWq r=4: ‖UᵀWV‖ as % of W's top-r", "random update, same rank and norm",
-                                 "superior", 3.9, 3.9, 0.01, -0.3, 0.3, "3", verdicts["amp"], ""),
+                                 "superior", 11.7 if strong else 3.9, 3.9, 0.01, -0.3, 0.3, "3", verdicts["amp"], ""),
     }
     return claims.comparisons_table(list(rows.values()))
 
@@ -400,11 +401,17 @@ def test_findings_follow_the_verdicts():
     assert "3.8 at r = 4" in text and "(paper, GPT-3 layer 48: 21.6 at r = 4, 1.88 at r = 64)" in text
     assert text.endswith("Claim C5: inconclusive at this scale.")
 
-    text = subspace_findings(_c5({"phi": "reproduced", "amp": "reproduced"}))
+    text = subspace_findings(_c5({"phi": "reproduced", "amp": "reproduced"}, strong=True))
     assert text.count("as the paper finds") == 2 and "though the paper's φ(1,1) exceeds 0.5" in text
+    assert "4.00× its control" in text and "3.00× its control (the paper: 16× a random matrix's)" not in text
     assert "A moves little" not in text and text.endswith("Claim C5: reproduced (every comparison above).")
 
-    text = subspace_findings(_c5({"phi": "not reproduced", "amp": "reproduced"}))
+    # above chance but near 1× the control: reproduced in direction, not "as the paper finds"
+    text = subspace_findings(_c5({"phi": "reproduced", "amp": "reproduced"}), paper=paper_table7())
+    assert "as the paper finds" not in text and text.count("but weakly") == 2
+    assert "1.00× its control (the paper: 16× a random matrix's)" in text
+
+    text = subspace_findings(_c5({"phi": "not reproduced", "amp": "reproduced"}, strong=True))
     assert "unlike the paper's finding" in text and text.count("as the paper finds") == 1
     assert text.endswith("Claim C5: not reproduced (a comparison goes against the paper).")
 

@@ -17,35 +17,47 @@ def test_grid_sizes_per_preset(tmp_path):
     sizes = {name: len(build_grid(name, tmp_path)) for name in sweep.PRESETS}
     # smoke: Table 2 (1 task × 3 methods) + Table 6 (2 × 2) + Table 5 (1), × 2 seeds; 1 curve × 1 seed
     assert sizes["smoke"] == (1 * 3 + 2 * 2 + 1) * 2 + 1
-    # reference: Table 2 (4 × 6) + Table 6 (15, one shared with Table 2's MNLI LoRA) + Table 5 (4),
-    # × 3 seeds, + the learning curves (one seed each)
-    assert sizes["reference"] == (4 * 6 + 15 - 1 + 4) * 3 + len(sweep.BUDGET_CURVES)
+    # reference before any tuning run finished: the tuning runs alone, 6 tasks × 6 methods × 3 rates
+    assert sizes["reference"] == sizes["study"] * 3 == 6 * 6 * 3
+    # with every rate chosen: + the other seeds (4 for LoRA and FT, 2 for the others) and Tables
+    # 5–6 on MNLI × 3 seeds (15 + 4 cells, Wq,Wv r = 8 shared with Table 2's MNLI LoRA)
+    full = build_grid("reference", tmp_path, placeholder_rates=True)
+    assert len(full) == 6 * 6 * 3 + 6 * (2 * 4 + 4 * 2) + (15 + 4) * 3 - 3
     # paper: Table 2 (8 tasks × 5 methods + FT at 3 learning rates) + Table 6 (15, one shared) +
     # Table 5 (4), × 5 seeds; paper-table9 the same grid
     assert sizes["paper"] == sizes["paper-table9"] == (8 * (5 + 3) + 15 - 1 + 4) * 5
     for name in sweep.PRESETS:
-        specs = build_grid(name, tmp_path)
+        specs = build_grid(name, tmp_path, placeholder_rates=True)
         assert len({s.config.output_dir for s in specs}) == len(specs)
 
 
 def test_a_run_two_tables_share_runs_once_with_both_tags(tmp_path):
-    specs = {s.run_id: s for s in build_grid("reference", tmp_path)}
+    specs = {s.run_id: s for s in build_grid("reference", tmp_path, rates={("mnli", "lora"): 1e-3})}
     assert "t6-mnli-qv-r8-s0" not in specs  # Table 6's Wq,Wv r = 8 cell is Table 2's MNLI LoRA
-    assert specs["t2-mnli-lora-s0"].config.tags == ["table2", "table6"]
+    assert specs["t2-mnli-lora-lr0.001-s0"].config.tags == ["table2", "table6"]
+    assert specs["t2-mnli-lora-lr0.001-s4"].config.tags == ["table2"]  # Table 6 runs 3 seeds
 
 
 def test_reference_preset_settings_are_valid(tmp_path):
-    specs = build_grid("reference", tmp_path, glue_dir=str(GLUE_DIR))
+    specs = build_grid("reference", tmp_path, glue_dir=str(GLUE_DIR), placeholder_rates=True)
     validate_grid(specs)
     t2 = [s.config for s in specs if "table2" in s.config.tags]
     assert {c.max_eval_samples for c in t2} == {None}  # whole validation splits
-    assert {c.task for c in t2} == set(sweep.REFERENCE_TASKS)
+    assert {c.task for c in t2} == set(sweep.REFERENCE_STEPS)
+    assert {(c.pooling, c.dev_examples, c.mixed_precision) for c in t2} == {("mean", 1000, "auto")}
+    assert all(c.max_steps == sweep.REFERENCE_STEPS[c.task] and c.max_steps // c.eval_every == 8 for c in t2)
     t6 = [s.config for s in specs if "table6" in s.config.tags]
     assert {(tuple(c.targets), c.r) for c in t6} == {(t, r) for t in sweep.WEIGHT_TYPES for r in sweep.RANKS}
     assert all(c.task == "mnli" and c.method == "lora" for c in t6)
     t5 = {(tuple(c.targets), c.r) for c in (s.config for s in specs) if "table5" in c.tags}
     assert t5 == set(sweep.TABLE5_CELLS)
     assert all(len(t) * r == 8 for t, r in t5)  # one parameter budget (Table 5)
+
+
+def test_every_method_is_tuned_on_an_equal_size_grid():
+    grid = sweep.PRESETS["reference"].tuning_grid
+    assert set(grid) == set(sweep.PRESETS["reference"].methods)
+    assert {len(rates) for rates in grid.values()} == {3}
 
 
 def test_settings_group_the_seeds_of_one_grid_point(tmp_path):
@@ -105,7 +117,7 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path, capsys):
                        "--executor", "ray"]) == 2
     assert "with --executor threads only" in capsys.readouterr().err
     assert sweep.main(["--preset", "reference", "--runs-dir", str(tmp_path), "--glue-dir", str(tmp_path)]) == 2
-    assert "has no sst2" in capsys.readouterr().err
+    assert "has no mnli" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 
@@ -180,6 +192,7 @@ def test_a_run_whose_dependency_failed_is_failed_not_started(tmp_path, monkeypat
     assert outcomes["t2-mrpc-lora-s0"].reason == "depends on t2-mnli-lora-s0, which failed or did not run"
 
 
+@pytest.mark.slow
 def test_a_real_failing_notebook_is_recorded(tmp_path):
     """papermill runs the training notebook; a setting that raises leaves a failed record per seed."""
     setting = group_settings(build_grid("smoke", tmp_path / "runs", glue_dir=str(GLUE_DIR)))[0]
@@ -225,6 +238,7 @@ def test_a_runs_folder_made_with_other_settings_is_refused(tmp_path):
     validate_grid([spec])  # execution settings may differ
 
 
+@pytest.mark.slow
 def test_relative_paths_mean_the_current_folder_for_the_sweep_and_its_notebooks(tmp_path, monkeypatch):
     """The notebooks run from the repository root: a relative --runs-dir or --glue-dir given
     elsewhere reaches them as the same absolute folder the sweep and its resume check use."""
