@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from lora_nb.convergence import MIN_GAIN, judge, judge_record
+from lora_nb.convergence import MIN_GAIN, judge, judge_record, standard_error
 from lora_nb.tuning import choose_rate, dev_score
 
 
@@ -37,6 +37,32 @@ def test_the_best_score_before_the_last_quarter_is_enough():
 def test_a_late_best_converged_only_when_the_last_quarter_gained_little(gain, converged):
     points = [(100, 0.5), (400, 0.7), (700, 0.75), (800, 0.75 + gain / 2), (1000, 0.75 + gain)]
     assert judge(points, 1000).converged is converged
+
+
+def test_a_gain_inside_one_standard_error_is_noise_and_one_beyond_it_is_not():
+    points = [(100, 0.5), (400, 0.62), (700, 0.63), (800, 0.635), (1000, 0.645)]  # +1.5 points
+    assert not judge(points, 1000).converged  # above half a point, no noise given
+    noise = standard_error("accuracy", 0.645, 899)  # 1.6 points on a dev split of 899
+    assert noise == pytest.approx(math.sqrt(0.645 * 0.355 / 899))
+    verdict = judge(points, 1000, noise=noise)
+    assert verdict.converged and "standard error" in verdict.reason
+    assert not judge(points, 1000, noise=standard_error("accuracy", 0.645, 20_000)).converged
+
+
+def test_standard_errors_follow_the_metric():
+    # correlations: the delta method through Fisher's z, shrinking as r approaches 1
+    assert standard_error("pearson", 0.85, 578) == pytest.approx((1 - 0.85**2) / math.sqrt(575))
+    assert standard_error("matthews_correlation", 0.0, 103) == pytest.approx(0.1)
+    assert standard_error("accuracy", 0.9, 0) == 0.0  # split size unknown: no noise allowance
+
+
+def test_the_record_rule_uses_the_dev_split_size():
+    steps = [100, 200, 300, 400, 500, 600, 700, 800]
+    dev = [0.5, 0.55, 0.6, 0.61, 0.62, 0.625, 0.63, 0.64]  # +1.5 points in the last quarter
+    small, large = record(steps, dev, dev), record(steps, dev, dev)
+    small["data"] = {"eval_examples": {"validation": 1000, "dev": 300}}
+    large["data"] = {"eval_examples": {"validation": 1000, "dev": 100_000}}
+    assert judge_record(small).converged and not judge_record(large).converged
 
 
 def test_too_few_evaluations_or_no_score_cannot_show_a_plateau():
