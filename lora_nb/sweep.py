@@ -88,6 +88,7 @@ class Preset:
     # picks on the dev split once that seed's grid has finished (see `resolve_grid`).
     tuning_grid: dict = field(default_factory=dict)
     method_seeds: dict = field(default_factory=dict)  # per method, instead of `seeds`
+    task_methods: dict = field(default_factory=dict)  # per task: its Table 2 row's methods only
     description: str = ""
 
 
@@ -117,12 +118,20 @@ REFERENCE_STEPS = {"mnli": 2000, "qqp": 1200, "sst2": 1200, "cola": 1600, "stsb"
 # RoBERTa-base); BitFit 1e-4–1e-3 (Ben Zaken et al., 2021); adapters 1e-4–1e-3 (Houlsby et al.,
 # 2019; Pfeiffer et al., 2021); a linear probe higher still.
 TUNING_GRID = {"full": (2e-5, 5e-5, 1e-4), "lora": (3e-4, 1e-3, 3e-3), "bitfit": (3e-4, 1e-3, 3e-3),
-               "houlsby": (3e-4, 1e-3, 3e-3), "pfeiffer": (3e-4, 1e-3, 3e-3),
-               "head": (1e-3, 3e-3, 1e-2)}
+               "houlsby": (3e-4, 1e-3, 3e-3), "pfeiffer": (3e-4, 1e-3, 3e-3)}
+# The whole design is ~44 core-hours here (`--estimate` with the study's measured step times),
+# over the 24 aimed for, so it is cut in the order the issue fixed (never convergence, never
+# equal tuning of the methods the claims compare): (1) MRPC and CoLA run LoRA and FT only;
+# (2) head-only, context rather than a claim, runs at one rate, the middle of its grid
+# (1e-3, 3e-3, 1e-2); (3) LoRA and FT get 4 seeds, not 5. What is left (~35 core-hours, Tables
+# 5–6 on MNLI the largest part) still does not fit: it runs over more sittings, not fewer runs.
+HEAD_RATE = 3e-3
+CUT_TASK_METHODS = {"mrpc": ("lora", "full"), "cola": ("lora", "full")}
 _REFERENCE = dict(
     name="reference", model="all-MiniLM-L6-v2", table2_tasks=tuple(REFERENCE_STEPS),
     methods=("lora", "full", "bitfit", "head", "houlsby", "pfeiffer"), seeds=(0, 1, 2),
-    method_seeds={"lora": (0, 1, 2, 3, 4), "full": (0, 1, 2, 3, 4)},
+    method_seeds={"lora": (0, 1, 2, 3), "full": (0, 1, 2, 3)}, task_methods=CUT_TASK_METHODS,
+    learning_rates={"head": HEAD_RATE},
     table6_task="mnli", ranks=RANKS, weight_types=WEIGHT_TYPES, table5_cells=TABLE5_CELLS,
     common=dict(batch_size=16, max_length=128, warmup_ratio=0.06, pooling="mean",
                 dev_examples=1000, group_by_length=True),
@@ -183,9 +192,10 @@ PRESETS: dict[str, Preset] = {
         **_REFERENCE,
         description=(
             "The converged reference run (make reference): all-MiniLM-L6-v2 on real GLUE, Table 2 "
-            "on 6 tasks × 6 methods (each tuned on a 3-rate grid on the dev split; 5 seeds for "
-            "LoRA and FT, 3 for the others), Tables 5–6 on MNLI × 3 seeds, at per-task budgets "
-            "of 600–2,000 optimizer steps.")),
+            "on 6 tasks (MNLI, QQP, SST-2, STS-B: 6 methods; MRPC, CoLA: LoRA and FT), each method "
+            "but head-only tuned on a 3-rate grid on the dev split; 4 seeds for LoRA and FT, 3 "
+            "for the others), Tables 5–6 on MNLI × 3 seeds, at per-task budgets of 1,000–2,000 "
+            "optimizer steps.")),
     "paper": Preset(**_PAPER, name="paper", description=(
         "The paper's setting as the authors' scripts ran it, on GPUs with the Hub: roberta-base, "
         "8 tasks × 6 methods × 5 seeds (FT at 3 learning rates) and Tables 5–6 on MNLI; "
@@ -287,7 +297,7 @@ def build_grid(preset: Preset | str, runs_dir: str | os.PathLike, glue_dir: str 
         return rates.get((task, method))
 
     for task in preset.table2_tasks:
-        for method in preset.methods:
+        for method in preset.task_methods.get(task, preset.methods):
             seeds = preset.method_seeds.get(method, preset.seeds)
             if method in preset.tuning_grid:
                 for lr in preset.tuning_grid[method]:

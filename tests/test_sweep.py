@@ -17,12 +17,14 @@ def test_grid_sizes_per_preset(tmp_path):
     sizes = {name: len(build_grid(name, tmp_path)) for name in sweep.PRESETS}
     # smoke: Table 2 (1 task × 3 methods) + Table 6 (2 × 2) + Table 5 (1), × 2 seeds; 1 curve × 1 seed
     assert sizes["smoke"] == (1 * 3 + 2 * 2 + 1) * 2 + 1
-    # reference before any tuning run finished: the tuning runs alone, 6 tasks × 6 methods × 3 rates
-    assert sizes["reference"] == sizes["study"] * 3 == 6 * 6 * 3
-    # with every rate chosen: + the other seeds (4 for LoRA and FT, 2 for the others) and Tables
-    # 5–6 on MNLI × 3 seeds (15 + 4 cells, Wq,Wv r = 8 shared with Table 2's MNLI LoRA)
+    # reference before any tuning run finished: the tuning runs (3 rates) and head-only's 3 seeds
+    # at its one rate; MNLI, QQP, SST-2, STS-B × 6 methods, MRPC and CoLA × LoRA and FT only
+    assert sizes["reference"] == 4 * 6 * 3 + 2 * 2 * 3
+    assert sizes["study"] == 6 * 2 * 3
+    # with every rate chosen: + the other seeds (3 for LoRA and FT, 2 for BitFit and the
+    # adapters) and Tables 5–6 on MNLI × 3 seeds (15 + 4 cells, Wq,Wv r = 8 shared with Table 2)
     full = build_grid("reference", tmp_path, placeholder_rates=True)
-    assert len(full) == 6 * 6 * 3 + 6 * (2 * 4 + 4 * 2) + (15 + 4) * 3 - 3
+    assert len(full) == 4 * 6 * 3 + 2 * 2 * 3 + 6 * 2 * 3 + 4 * 3 * 2 + (15 + 4) * 3 - 3
     # paper: Table 2 (8 tasks × 5 methods + FT at 3 learning rates) + Table 6 (15, one shared) +
     # Table 5 (4), × 5 seeds; paper-table9 the same grid
     assert sizes["paper"] == sizes["paper-table9"] == (8 * (5 + 3) + 15 - 1 + 4) * 5
@@ -35,7 +37,7 @@ def test_a_run_two_tables_share_runs_once_with_both_tags(tmp_path):
     specs = {s.run_id: s for s in build_grid("reference", tmp_path, rates={("mnli", "lora"): 1e-3})}
     assert "t6-mnli-qv-r8-s0" not in specs  # Table 6's Wq,Wv r = 8 cell is Table 2's MNLI LoRA
     assert specs["t2-mnli-lora-lr0.001-s0"].config.tags == ["table2", "table6"]
-    assert specs["t2-mnli-lora-lr0.001-s4"].config.tags == ["table2"]  # Table 6 runs 3 seeds
+    assert specs["t2-mnli-lora-lr0.001-s3"].config.tags == ["table2"]  # Table 6 runs 3 seeds
 
 
 def test_reference_preset_settings_are_valid(tmp_path):
@@ -54,10 +56,15 @@ def test_reference_preset_settings_are_valid(tmp_path):
     assert all(len(t) * r == 8 for t, r in t5)  # one parameter budget (Table 5)
 
 
-def test_every_method_is_tuned_on_an_equal_size_grid():
-    grid = sweep.PRESETS["reference"].tuning_grid
-    assert set(grid) == set(sweep.PRESETS["reference"].methods)
-    assert {len(rates) for rates in grid.values()} == {3}
+def test_every_method_a_claim_compares_is_tuned_on_an_equal_size_grid(tmp_path):
+    preset = sweep.PRESETS["reference"]
+    assert set(preset.tuning_grid) == set(preset.methods) - {"head"}  # head-only: context, one rate
+    assert {len(rates) for rates in preset.tuning_grid.values()} == {3}
+    specs = build_grid(preset, tmp_path)
+    head = [s.config for s in specs if s.config.method == "head"]
+    assert {c.learning_rate for c in head} == {sweep.HEAD_RATE} and len(head) == 4 * 3
+    # the first cut: MRPC and CoLA rows hold LoRA and FT only
+    assert {s.config.method for s in specs if s.config.task in ("mrpc", "cola")} == {"lora", "full"}
 
 
 def test_settings_group_the_seeds_of_one_grid_point(tmp_path):
