@@ -37,7 +37,8 @@ Bonferroni to level 1 − α/k for k alternatives.
 
 A comparison on a task that full fine-tuning does not learn (it must beat the trivial baseline
 by `LEARNED`) is *inconclusive at this scale*; one where either side has a run that did not
-converge by `lora_nb.convergence`'s rule is *not testable at this budget*.
+converge by `lora_nb.convergence`'s rule, or that has a single seed (its interval could not
+count training randomness), is *not testable at this budget*.
 """
 
 from __future__ import annotations
@@ -230,6 +231,8 @@ def compare(claim: str, task: str, a: Runs, b: Runs, kind: str, learned: bool | 
     if not (a.converged and b.converged):
         late = " and ".join(r.name for r in (a, b) if not r.converged)
         v, note = NOT_TESTABLE, f"{late}: a run did not converge"
+    elif min(len(a.preds), len(b.preds)) < 2:
+        v, note = NOT_TESTABLE, "one seed: training randomness is not measured"
     elif learned is not None and not learned:
         v, note = INCONCLUSIVE, "FT does not learn this task at this scale"
     return Comparison(claim, task, a.name, b.name, kind, float(a.scores().mean()),

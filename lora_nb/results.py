@@ -431,11 +431,12 @@ def deviations(df: pd.DataFrame) -> pd.DataFrame:
     device = _values(done["device"].map(lambda d: "CPU" if str(d).startswith("cpu") else d))
     rows = [
         ("model", "RoBERTa-base (125M parameters, 12 layers, d = 768)",
-         f"{_values(done['model'])} ({done['total_params'].max() / 1e6:.1f}M parameters with head, "
+         f"{_values(done['model'])} ({_model_size(done) / 1e6:.2f}M parameters with head, "
          "6 layers, d = 384; BERT)"),
         ("training examples", "the whole training set (MNLI 393k, SST-2 67k, QQP 364k, STS-B 5.7k, …)",
          per_task("train_examples", lambda v: f"{int(v):,}")),
-        ("optimizer steps per run", "epochs × examples / batch: e.g. SST-2 60 epochs ≈ 253k steps",
+        ("optimizer steps per run", "epochs × examples / batch: e.g. SST-2 60 epochs × 67,349 / 128 "
+         f"≈ {60 * 67349 / 128 / 1000:.1f}k steps",
          per_task("optimizer_steps", lambda v: f"{int(v)}")),
         ("epochs", "; ".join(f"{TASK_LABELS[t]} {t9.at[t, 'epochs']}" for t in tasks if t in t9.index),
          per_task("epochs", lambda v: f"{int(v)}")),
@@ -470,7 +471,7 @@ def deviations(df: pd.DataFrame) -> pd.DataFrame:
              f"lr {_values(g['learning_rate'], lambda v: f'{v:g}')}, weight decay {_values(g['record'].map(lambda r: r['config'].get('weight_decay', 0.0)))}"
              for _, g in done[done["method"] == "full"].groupby("method")) or "not run"),
         ("hardware", "NVIDIA Tesla V100 GPUs (microsoft/LoRA's scripts launch 8 processes; CoLA 2)",
-         f"{device}, {threads} thread(s) per run"),
+         f"{device}, {threads} {'thread' if threads == '1' else 'threads'} per run"),
     ]
     return pd.DataFrame(rows, columns=["setting", "paper (RoBERTa-base, Table 9)", "ours"])
 
@@ -485,6 +486,13 @@ def table5_display(t5: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"weight type": t5["weight_type"], "r": t5["r"],
                          "ours (MNLI)": [_cell(m, s) for m, s in zip(t5["mean"], t5["std"])],
                          "seeds": t5["seeds"], "paper (GPT-3, MultiNLI ±0.1)": t5["paper"]})
+
+
+def _model_size(done: pd.DataFrame) -> float:
+    """The model's own parameters with its head: a fine-tuned run's (every other method adds
+    some: LoRA's A and B, the adapters), else the smallest run's."""
+    full = done[done["method"] == "full"]["total_params"]
+    return float((full if len(full) else done["total_params"]).min())
 
 
 def summary_text(df: pd.DataFrame, comparisons: pd.DataFrame) -> str:
@@ -502,9 +510,7 @@ def summary_text(df: pd.DataFrame, comparisons: pd.DataFrame) -> str:
     verdicts = claims.claim_verdicts(comparisons)
     counts = {v: sum(x == v for x in verdicts.values()) for v in
               (claims.REPRODUCED, claims.INCONCLUSIVE, claims.NOT_REPRODUCED, claims.NOT_TESTABLE)}
-    # The model's own size: a fine-tuned run's parameters (every other method adds some).
-    full = main[main["method"] == "full"]["total_params"]
-    size = (full if len(full) else main["total_params"]).min() / 1e6
+    size = _model_size(main) / 1e6
     methods = ", ".join(METHOD_LABELS.get(m, m) for m in METHOD_LABELS if m in set(t2["method"]))
     seeds = int(t2.groupby(["task", "method"])["seed"].nunique().median()) if len(t2) else 0
     return (

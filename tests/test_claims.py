@@ -151,6 +151,15 @@ def test_a_side_that_did_not_converge_is_not_testable():
     assert claims.all_of([NOT_REPRODUCED, claims.NOT_TESTABLE]) == NOT_REPRODUCED
 
 
+def test_a_single_seed_is_not_testable_however_narrow_its_interval():
+    rng = np.random.default_rng(5)
+    a, b = _simulated_pair(rng, gap=0.2)
+    one = lambda r: Runs(r.name, r.metric, r.preds[:1], r.labels, r.seeds[:1])
+    row = claims.compare("C1", "sst2", one(a), one(b), "noninferior")
+    assert row.verdict == claims.NOT_TESTABLE and "one seed" in row.note
+    assert row.hi - row.lo > 0  # the interval is still given: test-set sampling alone
+
+
 def _record(task, method, preds, labels, tags=("table2",), seed=0, **cfg):
     plateau = [{"step": s, "primary": 0.8, "eval": {"validation": {"accuracy": 0.8}}} for s in (100, 200, 300, 400)]
     return {"status": "completed", "primary_metric": "accuracy", "optimizer_steps": 400,
