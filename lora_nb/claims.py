@@ -340,8 +340,8 @@ def claim_verdicts(comparisons: pd.DataFrame) -> dict[str, str]:
     out = {}
     for claim in CLAIMS:
         rows = comparisons[comparisons["claim"] == claim] if len(comparisons) else comparisons
-        if not len(rows):
-            out[claim] = INCONCLUSIVE
+        if not len(rows):  # a side has no completed runs: nothing was tested
+            out[claim] = NOT_TESTABLE
         elif claim == "C3":
             out[claim] = any_of([all_of(list(g["verdict"])) for _, g in rows.groupby("a")])
         else:

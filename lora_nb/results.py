@@ -7,6 +7,7 @@ the tables and the claims (`lora_nb.claims`; the paper's Table 2 shows medians o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -16,6 +17,7 @@ import pandas as pd
 
 from . import claims
 from .convergence import judge_record
+from .tuning import choose_rate, dev_score
 from .paper import reference_table
 from .rundir import find_records
 
@@ -297,6 +299,79 @@ def study_curves(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def tuning_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Every method's learning-rate grid per task: each tuning run (the first seed at each rate)
+    with its best dev and validation scores (× 100), whether it converged, and which rate
+    `lora_nb.tuning.choose_rate` picks on the dev split (the rate the other seeds run at)."""
+    columns = ["task", "method", "learning_rate", "dev", "validation", "converged", "chosen"]
+    runs = _completed(df, "table2")
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    grid = runs.groupby(["task", "method"])["learning_rate"].transform("nunique") > 1
+    rows = []
+    for (task, method), group in runs[grid].groupby(["task", "method"], sort=False):
+        chosen = choose_rate(group["record"])
+        tuning = group[group["seed"] == group["seed"].min()]
+        for r in tuning.sort_values("learning_rate").itertuples():
+            rows.append({"task": task, "method": method, "learning_rate": r.learning_rate,
+                         "dev": 100 * dev_score(r.record), "validation": 100 * r.best_metric,
+                         "converged": r.converged, "chosen": r.learning_rate == chosen})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def tuning_display(tuning: pd.DataFrame) -> pd.DataFrame:
+    """`tuning_table` one row per task and method: each rate's dev score, the chosen one starred,
+    ✗ where that run did not converge."""
+    rows = []
+    for (task, method), g in tuning.groupby(["task", "method"], sort=False):
+        cells = [f"{r.learning_rate:g}: {r.dev:.1f}{' ★' if r.chosen else ''}{'' if r.converged else ' ✗'}"
+                 for r in g.itertuples()]
+        rows.append({"task": TASK_LABELS.get(task, task), "method": METHOD_LABELS.get(method, method),
+                     "learning rate: best dev score (★ chosen, ✗ not converged)": ";  ".join(cells)})
+    return pd.DataFrame(rows)
+
+
+def signed(value: float, digits: int = 1) -> str:
+    """A difference for prose: "+1.2", "−1.2" (a minus sign, not a hyphen), and "0.0" where it
+    rounds to zero (never "−0.0")."""
+    text = f"{value:+.{digits}f}"
+    if float(text) == 0:
+        return f"{0:.{digits}f}"
+    return text.replace("-", "−")
+
+
+def grid_edge_text(tuning: pd.DataFrame) -> str:
+    """Which chosen rates lie at an edge of their grid (the grid may not bracket the best rate)."""
+    if tuning.empty:
+        return "No tuning runs in these records."
+    edges = []
+    for (task, method), g in tuning.groupby(["task", "method"], sort=False):
+        chosen = g[g["chosen"]]["learning_rate"]
+        if len(chosen) and chosen.iloc[0] in (g["learning_rate"].min(), g["learning_rate"].max()):
+            side = "top" if chosen.iloc[0] == g["learning_rate"].max() else "bottom"
+            edges.append(f"{TASK_LABELS.get(task, task)} {METHOD_LABELS.get(method, method)} "
+                         f"({chosen.iloc[0]:g}, the {side})")
+    n = tuning.groupby(["task", "method"]).ngroups
+    if not edges:
+        return f"Every one of the {n} tuned cells chose a rate inside its grid."
+    return (f"{len(edges)} of {n} tuned cells chose a rate at the edge of the grid: "
+            + "; ".join(edges) + ".")
+
+
+def claim_text(comparisons: pd.DataFrame, claim: str) -> str:
+    """One claim in prose: the paper's statement, its verdict, and each comparison's difference
+    with its interval and verdict, from `claims.decide`'s comparisons."""
+    verdict = claims.claim_verdicts(comparisons)[claim]
+    rows = comparisons[comparisons["claim"] == claim] if len(comparisons) else comparisons
+    head = f"**{claim}: {claims.CLAIMS[claim]}.** Verdict: **{verdict}**."
+    if not len(rows):
+        return head + " No comparison could be made: a side has no completed runs in these records."
+    parts = [f"{TASK_LABELS.get(r.task, r.task)}, {r.a} − {r.b}: {signed(r.difference)} points "
+             f"[{signed(r.lo)}, {signed(r.hi)}], {r.verdict}" + (f" ({r.note})" if r.note else "")
+             for r in rows.itertuples()]
+    return head + " " + "; ".join(parts) + "."
+
+
 def trivial_baseline(record: dict) -> float:
     """The best constant prediction's score (× 100) on the run's validation examples: the
     majority class's accuracy, 0 for correlations (NaN when the record holds no outputs)."""
@@ -351,7 +426,7 @@ def claims_summary(comparisons: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
     for claim, text in claims.CLAIMS.items():
         sub = comparisons[comparisons["claim"] == claim] if len(comparisons) else comparisons
         ours = "; ".join(
-            f"{TASK_LABELS.get(r.task, r.task)}: {r.a} − {r.b} = {r.difference:+.1f} [{r.lo:+.1f}, {r.hi:+.1f}]"
+            f"{TASK_LABELS.get(r.task, r.task)}: {r.a} − {r.b} = {signed(r.difference)} [{signed(r.lo)}, {signed(r.hi)}]"
             + (f" ({r.note})" if r.note else "")
             for r in sub.itertuples()) or "not run"
         if claim == "C1" and len(df):
@@ -378,7 +453,10 @@ def comparisons_display(comparisons: pd.DataFrame) -> pd.DataFrame:
     out = out.rename(columns={"a_stat": "A (mean over seeds)", "b_stat": "B (mean over seeds)",
                               "difference": "A − B (mean)", "lo": "95% low", "hi": "95% high",
                               "kind": "test"})
-    return out.round(1)
+    out = out.round(1)
+    floats = out.select_dtypes("float").columns
+    out[floats] = out[floats] + 0.0  # −0.0 rounds to 0.0
+    return out
 
 
 def cost_summary(df: pd.DataFrame) -> dict:
@@ -477,8 +555,16 @@ def deviations(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def styled(df: pd.DataFrame):
-    """A table for a rendered page: no row index, floats to one decimal."""
-    return df.style.hide(axis="index").format(precision=1, na_rep="")
+    """A table for a rendered page: no row index, floats to one decimal, text columns and their
+    headers left-aligned (numbers stay right-aligned)."""
+    text = [c for c in df.columns if df[c].dtype == object]
+    # Element ids from the table's content, not pandas' random ones: a re-render is byte-identical.
+    uuid = hashlib.sha1(df.to_csv().encode()).hexdigest()[:8]
+    style = df.style.set_uuid(uuid).hide(axis="index").format(precision=1, na_rep="")
+    if text:
+        style = style.set_properties(subset=text, **{"text-align": "left"}).set_table_styles(
+            [{"selector": f"th.col{df.columns.get_loc(c)}", "props": "text-align: left"} for c in text])
+    return style
 
 
 def table5_display(t5: pd.DataFrame) -> pd.DataFrame:
@@ -572,7 +658,8 @@ def convergence_text(df: pd.DataFrame) -> str:
         return "no completed runs"
     late = done[~done["converged"]]
     lines = [f"{int(done['converged'].sum())} of {len(done)} completed runs converged "
-             "(best dev score before the last quarter of training, or < 0.5 points gained in it)"]
+             "(best dev score before the last quarter of training, or a gain in it below one "
+             "standard error of the dev score and at least half a point)"]
     lines += [f"- not converged: {r.run_id}: {r.convergence}" for r in late.itertuples()]
     return "\n".join(lines)
 

@@ -200,5 +200,5 @@ def test_decide_gives_each_claim_its_verdict_and_gates_unlearned_tasks():
     assert set(mrpc["verdict"]) == {INCONCLUSIVE} and set(mrpc["note"]) == {"FT does not learn this task at this scale"}
     verdicts = claims.claim_verdicts(comparisons)
     assert verdicts["C1"] == INCONCLUSIVE  # must hold on every task; MRPC decides nothing
-    assert verdicts["C3"] == INCONCLUSIVE and verdicts["C4"] == INCONCLUSIVE  # not run
+    assert verdicts["C3"] == claims.NOT_TESTABLE and verdicts["C4"] == claims.NOT_TESTABLE  # not run
     assert claims.CONTEXT not in verdicts

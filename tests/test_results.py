@@ -161,11 +161,12 @@ def test_claims_summary_quotes_intervals_and_verdicts(tmp_path):
     comparisons = claims.decide(df)
     summary = results.claims_summary(comparisons, df).set_index("claim")
     assert summary.at["C1", "verdict"] == "reproduced"  # identical predictions: difference 0 ± 0
-    assert "SST-2: LoRA − FT = +0.0 [+0.0, +0.0]" in summary.at["C1", "ours: difference [95% interval], points"]
+    assert "SST-2: LoRA − FT = 0.0 [0.0, 0.0]" in summary.at["C1", "ours: difference [95% interval], points"]
     assert summary.at["C3", "ours: difference [95% interval], points"] == "not run"
     assert "95.1" in summary.at["C1", "paper"] or "LoRA" in summary.at["C1", "paper"]
     text = results.summary_text(df, comparisons)
-    assert "1 is reproduced, 4 inconclusive" in text and "0 not testable" in text
+    # C2–C6 have no runs on one side: nothing was tested
+    assert "1 is reproduced, 0 inconclusive" in text and "4 not testable" in text
 
 
 def test_deviations_state_ours_from_the_records(runs):
@@ -301,3 +302,52 @@ def test_the_convergence_study_figure_draws_each_rate_the_rule_window_and_the_ba
     assert len(runs) == 6 and sum(line.get_linestyle() == ":" for line in runs) == 2
     assert any(list(line.get_ydata()) == [60.0, 60.0] for line in ax.lines)  # majority class
     assert ax.patches and ax.patches[0].get_x() == pytest.approx(300)  # the last quarter
+
+
+def _tuning_runs(tmp_path, peaks):
+    """SST-2 tuning runs: per (method, rate) a dev curve that levels off at `peaks[...]`."""
+    labels = [1] * 60 + [0] * 40
+    for (method, rate), peak in peaks.items():
+        curve = [peak - 0.1 * 0.5 ** k for k in range(8)]
+        evaluations = [{"step": 50 * k, "primary": v, "eval": {"validation": {"accuracy": v},
+                                                               "dev": {"accuracy": v}}}
+                       for k, v in enumerate(curve, 1)]
+        run_id = f"t2-sst2-{method}-lr{rate:g}-s0"
+        _with_outputs(tmp_path, run_id, "sst2", method, 0, labels, labels, learning_rate=rate,
+                      evaluations=evaluations, optimizer_steps=400)
+        path = tmp_path / run_id / "record.json"
+        record = json.loads(path.read_text())
+        record["config"]["learning_rate"] = rate
+        path.write_text(json.dumps(record))
+    return results.load_records(tmp_path)
+
+
+def test_the_tuning_table_marks_the_rate_chosen_on_dev_and_names_grid_edges(tmp_path):
+    from lora_nb import plots
+
+    df = _tuning_runs(tmp_path, {("lora", 3e-4): 0.70, ("lora", 1e-3): 0.80, ("lora", 3e-3): 0.75,
+                                 ("full", 2e-5): 0.70, ("full", 5e-5): 0.72, ("full", 1e-4): 0.78})
+    tuning = results.tuning_table(df)
+    chosen = tuning[tuning["chosen"]].set_index("method")["learning_rate"]
+    assert chosen.to_dict() == {"lora": 1e-3, "full": 1e-4}
+    assert tuning.set_index(["method", "learning_rate"]).at[("lora", 1e-3), "dev"] == pytest.approx(80.0, abs=0.1)
+    text = results.grid_edge_text(tuning)
+    assert text.startswith("1 of 2 tuned cells") and "SST-2 FT (0.0001, the top)" in text
+    display = results.tuning_display(tuning).set_index("method")
+    assert "0.001: 79.9 ★" in display.iloc[:, -1]["LoRA"]
+    fig = plots.lr_sensitivity(tuning)
+    filled = [line for line in fig.axes[0].lines if line.get_markersize() == 8]
+    assert len(filled) == 2  # one chosen rate per method, drawn larger and filled
+
+
+def test_differences_in_prose_never_read_minus_zero():
+    assert results.signed(-0.04) == "0.0" and results.signed(-1.26) == "−1.3" and results.signed(2) == "+2.0"
+    shown = results.comparisons_display(pd.DataFrame({"task": ["sst2"], "lo": [-0.04], "hi": [1.0]}))
+    assert str(shown.at[0, "95% low"]) == "0.0"
+
+
+def test_a_styled_table_renders_the_same_twice_and_aligns_text_left():
+    df = pd.DataFrame({"task": ["SST-2"], "score": [91.25]})
+    html = results.styled(df).to_html()
+    assert html == results.styled(df.copy()).to_html()  # no random element ids
+    assert "text-align: left" in html
