@@ -337,7 +337,8 @@ def subspace_runs(runs_dir: str | os.PathLike) -> dict:
     for row in qv.itertuples():
         by_rank.setdefault(int(row.r), []).append({
             "run_id": row.run_id, "adapter": str(row.adapter), "r": int(row.r), "seed": int(row.seed),
-            "model": row.model, "task": row.task, "num_labels": get_task(row.task).num_labels})
+            "model": row.model, "task": row.task, "num_labels": get_task(row.task).num_labels,
+            "converged": bool(row.converged)})
     missing = [r for r in (8, 64) if r not in by_rank]
     if missing or len(by_rank[64]) < 2:
         raise FileNotFoundError(
@@ -514,7 +515,13 @@ def subspace_claims(runs: dict, amp: pd.DataFrame | None = None, weight_types: I
     if amp is not None and not amp.empty:
         rows += [amplification_comparison(amp, int(r), task, n_boot=n_boot, seed=seed, paper=paper)
                  for r in sorted(amp["r"].unique())]
-    return claims.comparisons_table(rows)
+    table = claims.comparisons_table(rows)
+    late = [e["run_id"] for entries in by_rank.values() for e in entries if not e.get("converged", True)]
+    if late and len(table):  # an update that has not finished learning tests nothing (lora_nb.convergence)
+        table["verdict"] = claims.NOT_TESTABLE
+        table["note"] = [f"{len(late)} of {sum(map(len, by_rank.values()))} runs did not converge"
+                         + (f"; {n}" if n else "") for n in table["note"]]
+    return table
 
 
 def paper_table7() -> pd.DataFrame:

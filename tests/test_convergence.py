@@ -108,3 +108,21 @@ def test_ties_go_to_the_smaller_rate_and_runs_without_a_dev_split_use_median_val
             plain.append({"status": "completed", "best_metric": v, "evaluations": [],
                           "config": {"learning_rate": rate, "seed": seed}})
     assert choose_rate(plain) == 1e-5  # median 0.80 against 0.79
+
+
+def test_a_grid_grows_past_the_edge_its_best_rate_sits_on():
+    from lora_nb.tuning import MAX_EXTENSIONS, extended_grid
+
+    grid = (3e-4, 1e-3, 3e-3)
+    assert extended_grid(grid, {}) == grid  # nothing ran yet
+    assert extended_grid(grid, {3e-4: 0.6, 1e-3: 0.7}) == grid  # 3e-3 still to run
+    assert extended_grid(grid, {3e-4: 0.6, 1e-3: 0.8, 3e-3: 0.7}) == grid  # bracketed
+    grown = extended_grid(grid, {3e-4: 0.6, 1e-3: 0.7, 3e-3: 0.8})
+    assert grown == (3e-4, 1e-3, 3e-3, 9e-3)  # one step of ×3 beyond the top
+    assert extended_grid(grid, {3e-4: 0.6, 1e-3: 0.7, 3e-3: 0.8, 9e-3: 0.75}) == grown  # now bracketed
+    rising = {3e-4: 0.6, 1e-3: 0.7, 3e-3: 0.8, 9e-3: 0.85, 2.7e-2: 0.9}
+    assert extended_grid(grid, rising) == (3e-4, 1e-3, 3e-3, 9e-3, 2.7e-2)  # at most MAX_EXTENSIONS
+    assert MAX_EXTENSIONS == 2
+    ft = extended_grid((2e-5, 5e-5, 1e-4), {2e-5: 0.9, 5e-5: 0.8, 1e-4: 0.7})
+    assert ft == (8e-6, 2e-5, 5e-5, 1e-4)  # the bottom grows by the bottom's own spacing (×2.5)
+    assert extended_grid(grid, {3e-4: float("nan"), 1e-3: float("nan"), 3e-3: float("nan")}) == grid

@@ -423,7 +423,8 @@ def _record(task, r, seed, targets=("q", "v"), tags=("table6",), status="complet
     return {"status": status, "primary_metric": "accuracy", "best_metric": 0.5,
             "config": {"task": task, "method": "lora", "model": "m", "seed": seed, "targets": list(targets),
                        "r": r, "alpha": 8.0, "tags": list(tags), "output_dir": f"/somewhere/runs/x-r{r}-s{seed}"},
-            "parameters": {}, "data": {}}
+            "parameters": {}, "data": {}, "optimizer_steps": 400,  # a curve that levelled off
+            "evaluations": [{"step": s, "primary": 0.5, "eval": {}} for s in (100, 200, 300, 400)]}
 
 
 def _write_runs(root, adapters: dict | None = None, flat: bool = False):
@@ -512,3 +513,12 @@ def test_subspace_claims_from_adapter_files(tmp_path, c5_adapters, one_thread):
         assert row.verdict == claims.verdict(row.lo, row.hi, "superior")
     text = subspace_findings(c5, amp, paper_table7())
     assert "Claim C5:" in text
+
+
+def test_c5_is_not_testable_on_runs_that_did_not_converge(tmp_path, c5_adapters, one_thread):
+    _, files = c5_adapters
+    runs = subspace_runs(_write_runs(tmp_path, adapters=files))
+    runs["by_rank"][64][1]["converged"] = False
+    c5 = subspace_claims(runs, None, n_random=2, n_boot=100)
+    assert set(c5["verdict"]) == {claims.NOT_TESTABLE}
+    assert all(note.startswith("1 of 4 runs did not converge") for note in c5["note"])
