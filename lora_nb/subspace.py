@@ -552,6 +552,7 @@ _VERDICT_PHRASES = {
     "reproduced": "reproduced",
     "not reproduced": "not reproduced (the interval lies below zero)",
     "inconclusive": "inconclusive (the interval includes zero)",
+    "not testable at this budget": "not testable at this budget (a run did not converge)",
 }
 
 
@@ -564,7 +565,7 @@ def subspace_findings(comparisons: pd.DataFrame, amp: pd.DataFrame | None = None
     """A paragraph on §7.2–7.3 written from the C5 comparisons (`subspace_claims`) and the
     amplification table: every statement quotes its numbers, and none claims more than its
     verdict — the paper's reading is called reproduced only where the verdict says so."""
-    from .claims import NOT_REPRODUCED, REPRODUCED, all_of
+    from .claims import NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, all_of
 
     c5 = comparisons[comparisons["claim"] == "C5"] if len(comparisons) else comparisons
     parts = []
@@ -627,6 +628,8 @@ def subspace_findings(comparisons: pd.DataFrame, amp: pd.DataFrame | None = None
     if len(c5):
         overall = all_of(list(c5["verdict"]))
         parts.append({REPRODUCED: "Claim C5: reproduced (every comparison above).",
-                      NOT_REPRODUCED: "Claim C5: not reproduced (a comparison goes against the paper)."}
+                      NOT_REPRODUCED: "Claim C5: not reproduced (a comparison goes against the paper).",
+                      NOT_TESTABLE: "Claim C5: not testable at this budget: the runs whose adapters are "
+                                    "read here did not converge, so what they learned tests nothing yet."}
                      .get(overall, "Claim C5: inconclusive at this scale."))
     return " ".join(parts)

@@ -522,3 +522,4 @@ def test_c5_is_not_testable_on_runs_that_did_not_converge(tmp_path, c5_adapters,
     c5 = subspace_claims(runs, None, n_random=2, n_boot=100)
     assert set(c5["verdict"]) == {claims.NOT_TESTABLE}
     assert all(note.startswith("1 of 4 runs did not converge") for note in c5["note"])
+    assert subspace_findings(c5).endswith("so what they learned tests nothing yet.")
