@@ -18,7 +18,7 @@ import seaborn as sns
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from .claims import INCONCLUSIVE, MARGIN, NOT_REPRODUCED, REPRODUCED
+from .claims import INCONCLUSIVE, MARGIN, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED
 from .paper import reference_table
 from .results import METHOD_LABELS, TASK_LABELS
 
@@ -30,7 +30,8 @@ METHOD_COLORS = dict(zip(METHOD_ORDER, sns.color_palette("colorblind", len(METHO
 METHOD_MARKERS = dict(zip(METHOD_ORDER, ["o", "s", "D", "v", "^", "P"]))
 WEIGHT_TYPE_ORDER = ["Wq", "Wq,Wv", "Wq,Wk,Wv,Wo"]  # the paper's Table 6 order
 WEIGHT_TYPE_COLORS = dict(zip(WEIGHT_TYPE_ORDER, [sns.color_palette("colorblind")[i] for i in (0, 3, 2)]))
-VERDICT_COLORS = {REPRODUCED: "#1a9850", NOT_REPRODUCED: "#d73027", INCONCLUSIVE: "#7f7f7f"}
+VERDICT_COLORS = {REPRODUCED: "#1a9850", NOT_REPRODUCED: "#d73027", INCONCLUSIVE: "#7f7f7f",
+                  NOT_TESTABLE: "#8073ac"}
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike | None) -> plt.Figure:
@@ -271,36 +272,46 @@ def lr_sensitivity(tuning: pd.DataFrame, path=None) -> plt.Figure:
 
 def claims_forest(comparisons: pd.DataFrame, path=None, title: str = "The paper's claims: A − B with 95% intervals",
                   xlabel: str = "A − B (points of the metric × 100)") -> plt.Figure:
-    """A forest plot of the claims table (`lora_nb.claims.decide`): one row per comparison, the
-    point is the difference A − B, the bar its 95% interval, the colour its verdict. Vertical
-    lines at 0 and, when a row is a non-inferiority test, at −δ (`lora_nb.claims.MARGIN`)."""
+    """A forest plot of the claims table (`lora_nb.claims.decide`): one panel per claim, each on
+    its own scale (a wide context row cannot squeeze a decisive interval); one row per
+    comparison, the point is the difference A − B, the bar its 95% interval, the colour its
+    verdict. Vertical lines at 0 and, in a panel with a non-inferiority or equivalence test, at
+    −δ (and +δ for equivalence; `lora_nb.claims.MARGIN`)."""
     rows = comparisons.reset_index(drop=True)
     if rows.empty:  # e.g. records without per-example predictions
         return _empty(title, "no comparison: the records hold no per-example predictions", path)
-    labels = [f"{r.claim} {TASK_LABELS.get(r.task, r.task)}: {r.a} − {r.b}" for r in rows.itertuples()]
-    labels = [label if len(label) <= 48 else label.replace(" − ", "\n− ", 1) for label in labels]
-    longest = max((len(line) for label in labels for line in label.split("\n")), default=10)
-    per_row = 0.5 if any("\n" in label for label in labels) else 0.36
-    fig, ax = plt.subplots(figsize=(5.0 + 0.062 * longest, per_row * len(rows) + 1.5), layout="constrained")
-    y = np.arange(len(rows))[::-1]
-    for yi, r in zip(y, rows.itertuples()):
-        color = VERDICT_COLORS.get(r.verdict, "0.3")
-        ax.plot([r.lo, r.hi], [yi, yi], color=color, lw=2.2, solid_capstyle="butt")
-        ax.plot([r.difference], [yi], "o", color=color, markersize=6, markeredgecolor="white")
-    ax.axvline(0, color="0.2", lw=1)
-    lines = [Line2D([], [], color="0.2", lw=1, label="no difference")]
-    if (rows["kind"] == "noninferior").any():
-        ax.axvline(-MARGIN, color="0.35", lw=1, linestyle="--")
-        lines.append(Line2D([], [], color="0.35", lw=1, linestyle="--", label=f"−δ = −{MARGIN:g} (margin)"))
-    ax.set_yticks(y, labels=labels, fontsize=8.5)
-    ax.set_ylim(-0.7, len(rows) - 0.3)
-    ax.grid(axis="y", visible=False)
-    ax.set_xlabel(xlabel)
+    groups = [(claim, rows[rows["claim"] == claim]) for claim in dict.fromkeys(rows["claim"])]
+    label = lambda r: f"{TASK_LABELS.get(r.task, r.task)}: {r.a} − {r.b}"
+    longest = max(len(label(r)) for r in rows.itertuples())
+    heights = [len(g) + 1.2 for _, g in groups]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(5.5 + 0.062 * longest, 0.36 * sum(heights) + 1.2),
+                             gridspec_kw={"height_ratios": heights}, layout="constrained", squeeze=False)
+    lines: dict[str, Line2D] = {"0": Line2D([], [], color="0.2", lw=1, label="no difference")}
+    for ax, (claim, g) in zip(axes[:, 0], groups):
+        y = np.arange(len(g))[::-1]
+        for yi, r in zip(y, g.itertuples()):
+            color = VERDICT_COLORS.get(r.verdict, "0.3")
+            ax.plot([r.lo, r.hi], [yi, yi], color=color, lw=2.2, solid_capstyle="butt")
+            ax.plot([r.difference], [yi], "o", color=color, markersize=6, markeredgecolor="white")
+        ax.axvline(0, color="0.2", lw=1)
+        kinds = set(g["kind"])
+        if kinds & {"noninferior", "equivalent"}:
+            ax.axvline(-MARGIN, color="0.35", lw=1, linestyle="--")
+            lines["δ"] = Line2D([], [], color="0.35", lw=1, linestyle="--", label=f"±δ = {MARGIN:g} (margin)")
+        if "equivalent" in kinds:
+            ax.axvline(MARGIN, color="0.35", lw=1, linestyle="--")
+        ax.set_yticks(y, labels=[label(r) for r in g.itertuples()], fontsize=8.5)
+        ax.set_ylim(-0.7, len(g) - 0.3)
+        ax.grid(axis="y", visible=False)
+        ax.set_title(claim if claim != "context" else "context (no claim of the paper)", fontsize=10, loc="left")
+        ax.tick_params(axis="x", labelsize=8.5)
+    axes[-1, 0].set_xlabel(xlabel)
     verdicts = [v for v in VERDICT_COLORS if v in set(rows["verdict"])]
-    ax.legend(handles=[Line2D([], [], color=VERDICT_COLORS[v], marker="o", lw=2.2, label=v) for v in verdicts]
-              + lines, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0,
-              title="verdict", frameon=False, fontsize=9, title_fontsize=9)
-    ax.set_title(title)
+    fig.legend(handles=[Line2D([], [], color=VERDICT_COLORS[v], marker="o", lw=2.2, label=v) for v in verdicts]
+               + list(lines.values()), loc="outside right upper", title="verdict", frameon=False,
+               fontsize=9, title_fontsize=9)
+    axes[-1, 0].xaxis.label.set_size(10)
+    fig.suptitle(title, x=0.02, ha="left")
     return save_figure(fig, path)
 
 

@@ -224,18 +224,20 @@ def test_claims_forest_rows_lines_and_colours():
         {"claim": "C3", "task": "mnli", "a": "Wq,Wv r=1", "b": "Wq,Wv r=64", "kind": "noninferior",
          "difference": -7.0, "lo": -9.0, "hi": -4.0, "verdict": claims.NOT_REPRODUCED}])
     fig = plots.claims_forest(comparisons)
-    ax = fig.axes[0]
-    rows = sorted(zip(ax.get_yticks(), (t.get_text() for t in ax.get_yticklabels())), reverse=True)
-    assert [label for _, label in rows] == [  # top down, in the table's order
-        "C1 SST-2: LoRA − FT", "C2 SST-2: BitFit − Head only", "C3 MNLI: Wq,Wv r=1 − Wq,Wv r=64"]
-    intervals = {tuple(line.get_xdata()): line.get_color() for line in ax.lines if len(line.get_xdata()) == 2
-                 and line.get_xdata()[0] != line.get_xdata()[1]}
+    axes = fig.axes
+    assert [ax.get_title(loc="left") for ax in axes] == ["C1", "C2", "C3"]  # one panel per claim
+    assert [[t.get_text() for t in ax.get_yticklabels()] for ax in axes] == [
+        ["SST-2: LoRA − FT"], ["SST-2: BitFit − Head only"], ["MNLI: Wq,Wv r=1 − Wq,Wv r=64"]]
+    intervals = {tuple(line.get_xdata()): line.get_color() for ax in axes for line in ax.lines
+                 if len(line.get_xdata()) == 2 and line.get_xdata()[0] != line.get_xdata()[1]}
     assert intervals == {(-3.0, 1.0): plots.VERDICT_COLORS[claims.INCONCLUSIVE],
                          (2.0, 9.0): plots.VERDICT_COLORS[claims.REPRODUCED],
                          (-9.0, -4.0): plots.VERDICT_COLORS[claims.NOT_REPRODUCED]}
-    verticals = sorted(line.get_xdata()[0] for line in ax.lines
-                       if len(line.get_xdata()) == 2 and line.get_xdata()[0] == line.get_xdata()[1])
-    assert verticals == [-claims.MARGIN, 0.0]
+    verticals = lambda ax: sorted(line.get_xdata()[0] for line in ax.lines
+                                  if len(line.get_xdata()) == 2 and line.get_xdata()[0] == line.get_xdata()[1])
+    assert verticals(axes[0]) == [-claims.MARGIN, 0.0] and verticals(axes[1]) == [0.0]  # δ only where tested
+    # each panel on its own scale: C3's far interval does not stretch C1's
+    assert axes[0].get_xlim()[0] > -5 and axes[2].get_xlim()[0] < -8
     only_superior = plots.claims_forest(comparisons[comparisons["kind"] == "superior"])
     assert [line.get_xdata()[0] for line in only_superior.axes[0].lines if line.get_linestyle() == "--"] == []
     empty = plots.claims_forest(comparisons.iloc[0:0])
