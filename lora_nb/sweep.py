@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -39,7 +40,7 @@ from . import estimate
 from .config import PAPER_LORA_HPARAMS, RunConfig, paper_config
 from .methods import METHODS
 from .notebook_run import execute_notebook
-from .tuning import choose_rate
+from .tuning import choose_rate, dev_score, extended_grid
 from .rundir import (ADAPTER_FILE, COMPLETED, FAILED, REPO_ROOT, SWEEP_LOCK_FILE, FolderInUse,
                      FolderLock, StorageError, check_writable_folder, find_records,
                      is_storage_error, lock_holder, read_record, storage_error, write_record)
@@ -116,7 +117,9 @@ REFERENCE_STEPS = {"mnli": 2000, "qqp": 1200, "sst2": 1200, "cola": 1600, "stsb"
 # Equal-size grids (3 rates, ×3 apart) around each method's published range: FT 2e-5–1e-4
 # (Liu et al., 2019; Devlin et al., 2019); LoRA ≈ 10× FT's (paper Table 9: 4e-4–5e-4 on
 # RoBERTa-base); BitFit 1e-4–1e-3 (Ben Zaken et al., 2021); adapters 1e-4–1e-3 (Houlsby et al.,
-# 2019; Pfeiffer et al., 2021); a linear probe higher still.
+# 2019; Pfeiffer et al., 2021); a linear probe higher still. A grid whose best rate is at an edge
+# grows by one rate beyond it, at most twice per side (`tuning.extended_grid`): in the study, 5 of
+# the first 7 FT and LoRA cells chose the top rate of their grid.
 TUNING_GRID = {"full": (2e-5, 5e-5, 1e-4), "lora": (3e-4, 1e-3, 3e-3), "bitfit": (3e-4, 1e-3, 3e-3),
                "houlsby": (3e-4, 1e-3, 3e-3), "pfeiffer": (3e-4, 1e-3, 3e-3)}
 # The whole design is ~44 core-hours here (`--estimate` with the study's measured step times),
@@ -253,7 +256,7 @@ def get_preset(preset: Preset | str) -> Preset:
 
 def build_grid(preset: Preset | str, runs_dir: str | os.PathLike, glue_dir: str | None = None,
                model: str | None = None, rates: dict | None = None,
-               placeholder_rates: bool = False) -> list[RunSpec]:
+               placeholder_rates: bool = False, grids: dict | None = None) -> list[RunSpec]:
     """Every run of a preset (Table 2, Tables 6 and 5, curves), each with its own folder. A run
     that two tables share (Table 2's MNLI LoRA is Table 6's Wq,Wv r = 8 cell when their settings
     agree) runs once and carries both tags. Relative `runs_dir` and `glue_dir` are taken from
@@ -261,9 +264,11 @@ def build_grid(preset: Preset | str, runs_dir: str | os.PathLike, glue_dir: str 
 
     With a `tuning_grid`, the runs at a tuned rate are in the grid only once `rates` holds it
     ({(task, method): rate}, `chosen_rates`); `placeholder_rates` puts the grid's first rate in
-    instead (for counting runs and their cost before the tuning has run)."""
+    instead (for counting runs and their cost before the tuning has run). `grids` ({(task,
+    method): rates}, `chosen_rates`) holds the tuning grids that grew past an edge
+    (`tuning.extended_grid`)."""
     preset = get_preset(preset)
-    rates = dict(rates or {})
+    rates, grids = dict(rates or {}), dict(grids or {})
     runs_dir = Path(runs_dir).expanduser().resolve()
     glue_dir = str(Path(glue_dir).expanduser().resolve()) if glue_dir else None
     specs: dict[str, RunSpec] = {}
@@ -300,7 +305,7 @@ def build_grid(preset: Preset | str, runs_dir: str | os.PathLike, glue_dir: str 
         for method in preset.task_methods.get(task, preset.methods):
             seeds = preset.method_seeds.get(method, preset.seeds)
             if method in preset.tuning_grid:
-                for lr in preset.tuning_grid[method]:
+                for lr in grids.get((task, method), preset.tuning_grid[method]):
                     add(f"t2-{task}-{method}-lr{lr:g}", task, method, "table2", seeds=seeds[:1],
                         learning_rate=lr)
                 if rate(task, method) is not None and len(seeds) > 1:
@@ -333,43 +338,64 @@ def build_grid(preset: Preset | str, runs_dir: str | os.PathLike, glue_dir: str 
     return list(specs.values())
 
 
-def chosen_rates(preset: Preset | str, specs: list[RunSpec]) -> dict[tuple[str, str], float]:
-    """{(task, method): rate} for every tuned setting whose tuning runs (the first seed at every
-    rate of its grid) have all finished, by `tuning.choose_rate` on their records; a setting
-    whose tuning runs all failed gets none."""
+def chosen_rates(preset: Preset | str, specs: list[RunSpec]) -> tuple[dict, dict]:
+    """({(task, method): rate}, {(task, method): grid}): the rate `tuning.choose_rate` picks for
+    every tuned setting whose tuning runs (the first seed at every rate of its grid) have all
+    finished, and the grids that grew past an edge on the way (`tuning.extended_grid`: a chosen
+    rate at an edge of its grid runs one rate further first). A setting whose tuning runs all
+    failed gets no rate."""
     preset = get_preset(preset)
-    out = {}
+    by_id = {s.run_id: s for s in specs}
+    rates, grids = {}, {}
     for task in preset.table2_tasks:
         for method in preset.tuning_grid:
-            ids = {f"t2-{task}-{method}-lr{lr:g}-s{preset.method_seeds.get(method, preset.seeds)[0]}"
-                   for lr in preset.tuning_grid[method]}
-            records = [read_record(s.config.output_dir) for s in specs if s.run_id in ids]
-            if len(records) < len(ids) or any(r is None or r.get("status") not in (COMPLETED, FAILED)
-                                              for r in records):
+            if method not in preset.task_methods.get(task, preset.methods):
                 continue
-            chosen = choose_rate(records)
-            if chosen is not None:
-                out[(task, method)] = chosen
-    return out
+            seed = preset.method_seeds.get(method, preset.seeds)[0]
+            finished = {}
+            for spec in (by_id.get(f"t2-{task}-{method}-lr{lr:g}-s{seed}") for lr in
+                         {*preset.tuning_grid[method], *_grown(preset, task, method, specs)}):
+                record = read_record(spec.config.output_dir) if spec else None
+                if record and record.get("status") in (COMPLETED, FAILED):
+                    finished[spec.config.learning_rate] = record
+            scores = {lr: dev_score(r) if r.get("status") == COMPLETED else math.nan
+                      for lr, r in finished.items()}
+            grid = extended_grid(preset.tuning_grid[method], scores)
+            if grid != tuple(sorted(preset.tuning_grid[method])):
+                grids[(task, method)] = grid
+            if all(lr in finished for lr in grid):
+                chosen = choose_rate(finished[lr] for lr in grid)
+                if chosen is not None:
+                    rates[(task, method)] = chosen
+    return rates, grids
+
+
+def _grown(preset: Preset, task: str, method: str, specs: list[RunSpec]) -> set[float]:
+    """The rates of `specs`' tuning runs of (task, method) beyond the preset's grid."""
+    prefix = f"t2-{task}-{method}-lr"
+    seed = preset.method_seeds.get(method, preset.seeds)[0]
+    return {s.config.learning_rate for s in specs if s.run_id.startswith(prefix)
+            and s.config.seed == seed and s.config.learning_rate not in preset.tuning_grid[method]}
 
 
 def resolve_grid(preset: Preset | str, runs_dir: str | os.PathLike, glue_dir: str | None = None,
                  model: str | None = None, resume_from: str | os.PathLike | None = None,
                  problems: dict | None = None) -> tuple[list[RunSpec], dict, int]:
     """The grid as far as the finished tuning runs decide it: (specs, chosen rates, runs restored
-    from `resume_from`). Restoring committed tuning runs can choose rates, which adds runs, which
-    may be restored in turn: repeated until nothing changes. `problems` receives the committed
-    records that could not be restored (`restore_committed`)."""
+    from `resume_from`). Restoring committed tuning runs can choose rates or grow a grid, which
+    adds runs, which may be restored in turn: repeated until nothing changes. `problems`
+    receives the committed records that could not be restored (`restore_committed`)."""
     rates: dict = {}
+    grids: dict = {}
     restored = 0
     while True:
-        specs = build_grid(preset, runs_dir, glue_dir, model, rates)
+        specs = build_grid(preset, runs_dir, glue_dir, model, rates, grids=grids)
         if resume_from:
             restored += restore_committed(specs, resume_from, problems)
-        new = chosen_rates(preset, specs)
-        if new == rates:
+        new_rates, new_grids = chosen_rates(preset, specs)
+        if (new_rates, new_grids) == (rates, grids):
             return specs, rates, restored
-        rates = new
+        rates, grids = new_rates, new_grids
 
 
 def group_settings(specs: list[RunSpec]) -> list[Setting]:
