@@ -25,7 +25,7 @@ from lora_nb.config import RunConfig
 from lora_nb.report import build_report
 from lora_nb.rundir import REPO_ROOT, default_runs_dir, display_path, read_record
 from lora_nb.sweep import build_grid, group_settings, run_sweep
-from lora_nb.train import notebook_config, seed_config
+from lora_nb.parameters import notebook_config, seed_config
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 # train.ipynb's defaults train for minutes; these take seconds (and keep every other default).
@@ -268,6 +268,19 @@ def test_subspace_report_from_the_smoke_adapters(smoke):
     for name in ("fig3_subspace_r8_r64.png", "fig4_subspace_seeds.png", "table7_amplification.csv",
                  "table7_amplification.png"):
         assert (root / "figures" / name).stat().st_size > 0, name
+
+
+@pytest.mark.slow
+def test_a_re_render_from_the_same_records_leaves_every_file_byte_identical(smoke):
+    root, _, _, _ = smoke
+    files = lambda: {p.relative_to(root): p.read_bytes() for folder in ("figures", "report")
+                     for p in sorted((root / folder).rglob("*")) if p.is_file()}
+    before = files()
+    build_report(root / "runs", figures_dir=root / "figures", report_dir=root / "report", force=True)
+    after = files()
+    assert sorted(after) == sorted(before)
+    changed = [str(p) for p in before if before[p] != after[p]]
+    assert changed == []
 
 
 @pytest.mark.slow

@@ -353,3 +353,19 @@ def test_a_styled_table_renders_the_same_twice_and_aligns_text_left():
     html = results.styled(df).to_html()
     assert html == results.styled(df.copy()).to_html()  # no random element ids
     assert "text-align: left" in html
+
+
+@pytest.mark.slow
+def test_a_figure_drawn_in_two_processes_is_byte_identical(tmp_path):
+    """A re-render runs in a new kernel: SVG ids must not depend on the process (matplotlib's
+    default salt is random per process)."""
+    import subprocess
+    import sys
+
+    script = ("import sys, pandas as pd; from lora_nb import plots; plots.claims_forest(pd.DataFrame([{"
+              "'claim': 'C1', 'task': 'sst2', 'a': 'LoRA', 'b': 'FT', 'kind': 'noninferior', 'difference': -1.0,"
+              " 'lo': -3.0, 'hi': 1.0, 'verdict': 'inconclusive'}]), sys.argv[1])")
+    for name in ("a", "b"):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / name)], check=True)
+    for suffix in (".png", ".svg"):
+        assert (tmp_path / f"a{suffix}").read_bytes() == (tmp_path / f"b{suffix}").read_bytes()
