@@ -31,13 +31,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--methods", default="lora,full", help="comma-separated, of: lora, full")
     args = parser.parse_args()
+    methods = args.methods.split(",")
+    if not methods or set(methods) - set(RATES):
+        parser.error(f"--methods: a comma-separated subset of {', '.join(RATES)}, got {args.methods!r}")
     seeds = [int(s) for s in args.seeds.split(",")]
     common = dict(PRESETS["reference"].common, task="sst2", model="all-MiniLM-L6-v2",
                   max_steps=args.steps, eval_every=args.steps // 8, glue_dir=args.glue_dir,
                   num_threads=args.threads)
     scores: dict[tuple[str, str], dict[int, float]] = {}
-    for method, rate in RATES.items():
+    for method, rate in ((m, RATES[m]) for m in methods):
         for precision in ("no", "bf16"):
             for seed in seeds:
                 out = Path(args.runs_dir) / f"sst2-{method}-{precision}-s{seed}"
@@ -50,7 +54,7 @@ def main() -> None:
     print(f"SST-2, {args.steps} optimizer steps, seeds {seeds}: best validation accuracy (× 100)")
     print("| method | fp32 | bf16 | bf16 − fp32 (paired, mean) | within the seeds' spread |")
     print("|---|---|---|---|---|")
-    for method in RATES:
+    for method in methods:
         fp32, bf16 = scores[(method, "no")], scores[(method, "bf16")]
         cell = lambda s: f"{statistics.mean(s.values()):.2f} ± {statistics.stdev(s.values()):.2f}"
         diff = statistics.mean(bf16[s] - fp32[s] for s in seeds)
