@@ -182,7 +182,7 @@ def _legend_texts(legend) -> list[str]:
     return [t.get_text() for t in legend.get_texts()]
 
 
-def test_table2_figure_median_seed_range_fixed_method_order(runs, tmp_path):
+def test_table2_figure_mean_seed_range_fixed_method_order_set_apart(runs, tmp_path):
     from matplotlib.collections import LineCollection
 
     from lora_nb import plots
@@ -202,6 +202,16 @@ def test_table2_figure_median_seed_range_fixed_method_order(runs, tmp_path):
     bars = [c for c in ax.collections if isinstance(c, LineCollection)
             and tuple(c.get_color()[0][:3]) == tuple(lora_color)]
     assert sorted(bars[0].get_segments()[0][:, 1]) == [80.0, 90.0]
+    # FT's point is the mean of 70, 75, 90 (the tables' statistic), not their median 75
+    ft = [line for line in ax.lines if line.get_color() == plots.METHOD_COLORS["full"] and line.get_marker() == "s"]
+    assert [pytest.approx(v) for v in ft[0].get_ydata()] == [235 / 3]
+    # LoRA (1,100 trainable) and an adapter at 1,000 would overlap: LoRA is set apart along x
+    for seed in range(3):
+        write(runs, f"t2-sst2-houlsby-s{seed}", "sst2", "houlsby", seed, 0.8, ["table2"], trainable=1000)
+    fig = plots.accuracy_vs_parameters(results.load_records(runs))
+    xs = {c: line.get_xdata()[0] for line in fig.axes[0].lines for c in ("lora", "houlsby")
+          if line.get_color() == plots.METHOD_COLORS[c] and line.get_marker() == plots.METHOD_MARKERS[c]}
+    assert xs["lora"] >= 1.6 * xs["houlsby"]
     assert (tmp_path / "t2.png").stat().st_size > 0 and (tmp_path / "t2.svg").stat().st_size > 0
 
 
