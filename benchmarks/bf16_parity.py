@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lora_nb.config import RunConfig
 from lora_nb.rundir import COMPLETED, read_record
-from lora_nb.sweep import PRESETS
+from lora_nb.presets import PRESETS
 from lora_nb.train import run
 
 RATES = {"lora": 1e-3, "full": 5e-5}

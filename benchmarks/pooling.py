@@ -30,7 +30,7 @@ from lora_nb.config import RunConfig
 from lora_nb.glue import get_task, load_glue
 from lora_nb.models import resolve_model
 from lora_nb.rundir import COMPLETED, read_record
-from lora_nb.sweep import PRESETS
+from lora_nb.presets import PRESETS
 from lora_nb.train import run
 
 MODEL = "all-MiniLM-L6-v2"

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from .checks import is_int
+
 KINDS = ("houlsby", "pfeiffer")
 
 # transformers' BERT/RoBERTa names: the projections an adapter follows, by position.
@@ -53,9 +55,9 @@ class AdapterConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind: unknown adapter kind {self.kind!r}; choose from {KINDS}")
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
+        if not is_int(self.size) or self.size < 1:
             raise ValueError(f"size: the bottleneck width must be an integer >= 1, got {self.size!r}")
-        if isinstance(self.drop, bool) or not isinstance(self.drop, int) or self.drop < 0:
+        if not is_int(self.drop) or self.drop < 0:
             raise ValueError(f"drop: the number of dropped layers must be an integer >= 0, got {self.drop!r}")
 
     def to_dict(self) -> dict:

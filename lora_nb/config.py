@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from .checks import is_int
 from .glue import TASKS, Task, get_task, local_splits, resolve_glue_dir
 from .lora import TARGET_PATTERNS, LoRAConfig
 from .checkpoint import read_metadata
@@ -19,6 +20,9 @@ from .paper import reference_rows
 POOLINGS = ("cls", "mean")
 # What may start from another run's trained tensors (the paper's MRPC, RTE and STS-B protocol).
 INIT_METHODS = ("lora", "full")
+# Settings that say where or how a run executes, or label it, not what it computes: two runs that
+# differ only in these are the same run (`RunConfig.computation`).
+EXECUTION_FIELDS = ("output_dir", "glue_dir", "num_threads", "overwrite", "eval_batch_size", "tags")
 
 
 def _paper_lora_hparams() -> dict[str, tuple[int, int, float]]:
@@ -106,11 +110,10 @@ class RunConfig:
                              factory=list)
 
     def __post_init__(self) -> None:
-        for name in ("targets", "tags"):
+        for name in ("targets", "tags"):  # "q,v", ["q", "v"] or ["q,v"] (the command line)
             value = getattr(self, name)
-            if isinstance(value, str):
-                value = [t.strip() for t in value.split(",") if t.strip()]
-            setattr(self, name, list(value))
+            items = [value] if isinstance(value, str) else value
+            setattr(self, name, [t.strip() for item in items for t in str(item).split(",") if t.strip()])
 
     @property
     def adapter(self):
@@ -147,8 +150,30 @@ class RunConfig:
         """The GLUE task this run trains on."""
         return get_task(self.task)
 
-    def validate(self) -> "RunConfig":
-        """Refuse bad input with a message naming the parameter, before anything is loaded."""
+    def computation(self, seed: bool = True) -> dict:
+        """What this run computes: every setting but `EXECUTION_FIELDS` (and the seed, with
+        ``seed=False``). The one rule for "the same run": resuming, "already completed", a
+        grid's runs shared between tables, restoring committed records, ``results --same-as``.
+        The adapter a run starts from counts by its run folder and file name, not by where
+        the runs folder lies, so that a run restored into another runs folder is the same run."""
+        settings = {k: v for k, v in self.to_dict().items()
+                    if k not in EXECUTION_FIELDS and (seed or k != "seed")}
+        if self.init_adapter:
+            settings["init_adapter"] = "/".join(Path(self.init_adapter).parts[-2:])
+        return settings
+
+    def differs_from(self, config: dict, seed: bool = True) -> list[str]:
+        """The settings (`computation`) in which a recorded config differs from this one."""
+        try:
+            theirs = RunConfig.from_dict(config).computation(seed)
+        except (TypeError, ValueError):  # not a run configuration: compare what it holds
+            theirs = config
+        return sorted(k for k, v in self.computation(seed).items() if theirs.get(k) != v)
+
+    def validate(self, adapter: bool = True) -> "RunConfig":
+        """Refuse bad input with a message naming the parameter, before anything is loaded: the
+        settings, then the files they name (`check_files`; ``adapter=False`` leaves out the init
+        adapter, which an earlier run of the same sweep writes)."""
         self.glue_task
         if self.method not in METHODS:
             raise ValueError(f"method: unknown {self.method!r}; choose from {METHODS}")
@@ -166,22 +191,22 @@ class RunConfig:
         if self.init_adapter and self.method not in INIT_METHODS:
             raise ValueError(f"init_adapter: only methods {INIT_METHODS} start from another run")
         if self.global_batch_size is not None and (
-                isinstance(self.global_batch_size, bool) or not isinstance(self.global_batch_size, int)
-                or self.global_batch_size < 1 or self.global_batch_size % self.batch_size):
+                not is_int(self.global_batch_size) or self.global_batch_size < 1
+                or self.global_batch_size % self.batch_size):
             raise ValueError(f"global_batch_size: must be None or a positive multiple of batch_size "
                              f"({self.batch_size}), got {self.global_batch_size!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling: one of {POOLINGS}, got {self.pooling!r}")
         for name in ("eval_every", "dev_examples", "data_seed"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if not is_int(value) or value < 0:
                 raise ValueError(f"{name}: must be an integer >= 0, got {value!r}")
         for name in ("learning_rate", "batch_size", "epochs", "max_length", "eval_batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name}: must be a positive number, got {value!r}")
         for name in ("batch_size", "epochs", "max_length", "eval_batch_size", "seed", "num_threads"):
-            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+            if not is_int(getattr(self, name)):
                 raise ValueError(f"{name}: must be an integer, got {getattr(self, name)!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio: must lie in [0, 1), got {self.warmup_ratio!r}")
@@ -189,14 +214,20 @@ class RunConfig:
             raise ValueError("weight_decay must be >= 0 and max_grad_norm > 0")
         for name in ("max_train_samples", "max_eval_samples", "max_steps"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            if value is not None and (not is_int(value) or value < 1):
                 raise ValueError(f"{name}: must be a positive integer or None, got {value!r}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision: one of auto, no, bf16, fp16; got {self.mixed_precision!r}")
+        return self.check_files(adapter)
+
+    def check_files(self, adapter: bool = True) -> "RunConfig":
+        """The one place a configuration reads the disk, before anything loads: the local GLUE
+        folder holds the task's splits, and the init adapter is an adapter file trained with
+        this run's method."""
         glue_dir = resolve_glue_dir(self.glue_dir)
         if glue_dir is not None:
             local_splits(self.glue_task, glue_dir)
-        if self.init_adapter:
+        if adapter and self.init_adapter:
             if not Path(self.init_adapter).is_file():
                 raise FileNotFoundError(f"init_adapter: no adapter file at {self.init_adapter}")
             try:

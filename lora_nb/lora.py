@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import is_int
+
 # Weight type -> regular expression over a module's full name. BERT and RoBERTa (transformers)
 # share these names; the feed-forward pair is optional (paper §4.2 adapts attention only).
 TARGET_PATTERNS: dict[str, str] = {
@@ -49,7 +51,7 @@ class LoRAConfig:
             )
         if len(set(targets)) != len(targets):
             raise ValueError(f"targets: repeated weight type in {targets!r}")
-        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
+        if not is_int(self.r) or self.r < 1:
             raise ValueError(f"r: the rank must be an integer >= 1, got {self.r!r}")
         if not self.alpha > 0:
             raise ValueError(f"alpha: must be > 0, got {self.alpha!r}")

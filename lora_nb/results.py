@@ -19,7 +19,7 @@ from . import claims
 from .convergence import judge_record
 from .tuning import choose_rate, dev_score
 from .paper import reference_table
-from .rundir import find_records
+from .rundir import RecordError, find_records, load_record
 
 METHOD_LABELS = {"lora": "LoRA", "full": "FT", "bitfit": "BitFit", "head": "Head only",
                  "houlsby": "AdptH", "pfeiffer": "AdptP"}
@@ -33,34 +33,13 @@ def weight_label(targets: list[str]) -> str:
     return ",".join(WEIGHT_LABELS.get(t, t) for t in targets)
 
 
-class RecordError(ValueError):
-    """A file where a run record should be that is not one; the message names the file."""
-
-
-def read_run_record(path: Path) -> dict:
-    """The run record at `path`, or a `RecordError` that names the file and what is wrong."""
-    try:
-        rec = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        raise RecordError(f"{path}: not a run record (not a text file: binary or damaged)") from None
-    except json.JSONDecodeError as err:
-        raise RecordError(f"{path}: not a run record (not valid JSON, truncated or damaged: {err})") from None
-    except OSError as err:
-        raise RecordError(f"{path}: cannot be read ({err.strerror or err})") from None
-    if not isinstance(rec, dict):
-        raise RecordError(f"{path}: not a run record (a JSON {type(rec).__name__}, not an object)")
-    if not isinstance(rec.get("config"), dict):
-        raise RecordError(f"{path}: not a run record (it has no config)")
-    return rec
-
-
 def load_records(runs_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per run record under `runs_dir` (any status): run folders, or the committed
     reference run's flat records. The raw record is kept in column ``record``. A file that is
     not a run record raises `RecordError`, naming it."""
     rows = []
     for run_id, path in find_records(runs_dir):
-        rec = read_run_record(path)
+        rec = load_record(path)
         try:
             rows.append(_row(run_id, rec))
         except (KeyError, TypeError, AttributeError, ValueError) as err:
@@ -672,12 +651,10 @@ def reproduced(runs_dir: str | os.PathLike, reference_dir: str | os.PathLike) ->
 
     def key(record: dict) -> str:  # every setting with its default filled in, where runs go aside
         try:
-            config = RunConfig.from_dict(record["config"]).to_dict()
+            config = RunConfig.from_dict(record["config"]).computation()
         except (TypeError, ValueError) as err:
             raise RecordError(f"the record of {record['config'].get('output_dir') or 'a run'}: "
                               f"its config is not a run configuration ({err})") from None
-        config = {k: v for k, v in config.items()
-                  if k not in ("output_dir", "glue_dir", "tags", "num_threads", "overwrite")}
         return json.dumps(config, sort_keys=True, default=str)
 
     reference = {key(r): r for r in load_records(reference_dir)["record"] if r.get("status") == "completed"}

@@ -36,7 +36,7 @@ import tempfile
 import time
 from contextlib import suppress
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypedDict
 
 RECORD_FILE = "record.json"
 ADAPTER_FILE = "adapter.safetensors"
@@ -45,6 +45,61 @@ SWEEP_LOCK_FILE = ".sweep.lock"
 # What a writer leaves behind when it dies mid-write (the next writer of the folder removes them).
 TEMPORARY_FILES = (RECORD_FILE + ".tmp", ADAPTER_FILE + ".tmp")
 COMPLETED, FAILED, RUNNING = "completed", "failed", "running"
+
+
+class RunRecord(TypedDict, total=False):
+    """A run's ``record.json``: what `lora_nb.train.run` writes and every reader reads. A record
+    holds its keys as they are known: a run that died early has a status and a config alone."""
+
+    status: str  # RUNNING, COMPLETED or FAILED
+    error: str  # a failed run's cause, one line
+    config: dict  # RunConfig.to_dict()
+    task: str
+    primary_metric: str  # the metric Table 2 shows (lora_nb.metrics.PRIMARY_METRIC)
+    started_at: str
+    finished_at: str
+    # Where it ran (lora_nb.machine)
+    device: str
+    num_processes: int
+    torch_threads: int
+    cpu_count: int
+    mixed_precision: str
+    versions: dict
+    git_commit: str | None
+    # What it trained
+    batch: dict  # per_device, processes, gradient_accumulation_steps, global
+    parameters: dict  # lora_nb.methods.ParameterCounts.to_dict()
+    data: dict  # train_examples, eval_examples per split
+    optimizer_steps: int
+    # What it measured
+    epochs: list[dict]  # per epoch: train_loss, eval, primary, train_seconds, eval_seconds
+    evaluations: list[dict]  # per evaluation: step, epoch, eval, primary, eval_seconds
+    loss_curve: list[list[float]]  # [step, mean loss]
+    lr_curve: list[list[float]]  # [step, learning rate]
+    best_epoch: int
+    best_step: int
+    best_metric: float
+    best_outputs: dict  # per split: predictions, labels of the best evaluation
+    convergence: dict  # lora_nb.convergence.Convergence.to_dict()
+    train_seconds: float
+    eval_seconds: float
+    train_tokens_per_s: float
+    wall_time_s: float
+    peak_memory_bytes: int
+
+
+def is_completed(record: dict | None) -> bool:
+    """Whether `record` (a run record, or None for none) is a completed run's."""
+    return bool(record) and record.get("status") == COMPLETED
+
+
+class RecordError(ValueError):
+    """A file where a run record should be that is not one: the message names the file,
+    `problem` says what is wrong with it."""
+
+    def __init__(self, message: str, problem: str = ""):
+        super().__init__(message)
+        self.problem = problem or message
 
 
 class StorageError(OSError):
@@ -216,17 +271,42 @@ def remove_temporary_files(run_dir: str | os.PathLike) -> None:
             (Path(run_dir) / name).unlink()
 
 
-def read_record(run_dir: str | os.PathLike) -> dict | None:
-    """The record in `run_dir`, or None when there is none or it can't be parsed."""
+def _bad(path: str | os.PathLike, problem: str) -> RecordError:
+    return RecordError(f"{path}: {problem}", problem)
+
+
+def load_record(path: str | os.PathLike, require_config: bool = True) -> RunRecord:
+    """The run record in file `path`: the one reader of records. Anything else (unreadable, not
+    text, not JSON, not an object, without a config where `require_config`) raises
+    `RecordError`, which names the file and what is wrong with it."""
     try:
-        return json.loads((Path(run_dir) / RECORD_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
+        record = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _bad(path, "not a run record (not a text file: binary or damaged)") from None
+    except json.JSONDecodeError as err:
+        raise _bad(path, f"not a run record (not valid JSON, truncated or damaged: {err})") from None
+    except OSError as err:
+        raise _bad(path, f"cannot be read ({err.strerror or err})") from None
+    if not isinstance(record, dict):
+        raise _bad(path, f"not a run record (a JSON {type(record).__name__}, not an object)")
+    if require_config and not isinstance(record.get("config"), dict):
+        raise _bad(path, "not a run record (it has no config)")
+    return record
+
+
+def read_record(run_dir: str | os.PathLike) -> RunRecord | None:
+    """The record in `run_dir`, or None when there is none or it can't be read (a run killed
+    early may have left a record without a config: it is returned all the same)."""
+    try:
+        return load_record(Path(run_dir) / RECORD_FILE, require_config=False)
+    except RecordError:
         return None
 
 
-def write_record(run_dir: str | os.PathLike, record: dict) -> None:
-    """Write the record atomically (temporary file, then rename). A file-system error raises
-    `StorageError` and leaves the previous record, without the temporary file."""
+def write_record(run_dir: str | os.PathLike, record: RunRecord) -> None:
+    """Write the record atomically (temporary file, then rename): the one writer of records. A
+    file-system error raises `StorageError` and leaves the previous record, without the
+    temporary file."""
     run_dir = Path(run_dir)
     tmp = run_dir / (RECORD_FILE + ".tmp")
     text = json.dumps(record, indent=1, default=str)
@@ -239,14 +319,6 @@ def write_record(run_dir: str | os.PathLike, record: dict) -> None:
         if isinstance(err, OSError):
             raise storage_error(err, tmp if err.filename is None else None) from None
         raise
-
-
-def is_completed(run_dir: str | os.PathLike) -> bool:
-    return (read_record(run_dir) or {}).get("status") == COMPLETED
-
-
-def adapter_path(run_dir: str | os.PathLike) -> Path:
-    return Path(run_dir) / ADAPTER_FILE
 
 
 def find_records(runs_dir: str | os.PathLike) -> Iterator[tuple[str, Path]]:
@@ -305,8 +377,7 @@ def default_runs_dir(preferred: tuple[str, ...] = ("runs/reference", "runs/cpu")
     for folder in preferred:
         path = repo_path(folder)
         for _, record_path in find_records(path):
-            record = json.loads(record_path.read_text())
-            tags = record.get("config", {}).get("tags", [])
-            if record.get("status") == COMPLETED and {"table2", "table6"} & set(tags):
+            record = load_record(record_path)
+            if is_completed(record) and {"table2", "table6"} & set(record["config"].get("tags", [])):
                 return path
     return COMMITTED_RECORDS

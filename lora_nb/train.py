@@ -14,24 +14,18 @@ stops a run as Ctrl-C does, its record failed (`lora_nb.signals`).
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import ast
 import datetime as dt
-import difflib
-import hashlib
 import json
 import math
-import os
 import sys
 import time
 import typing
-from dataclasses import fields
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator, PartialState
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup, set_seed
+from transformers import HfArgumentParser, get_linear_schedule_with_warmup, set_seed
 
 from .checkpoint import load_adapter, save_adapter
 from .config import RunConfig, paper_config
@@ -42,14 +36,11 @@ from .machine import cpu_count, cpu_has_bf16, device_name, git_commit, peak_memo
 from .metrics import glue_metric
 from .models import load_model, load_model_config, max_model_length
 from .methods import count_parameters, prepare_model
+from .parameters import seed_config
 from .rundir import (ADAPTER_FILE, COMPLETED, FAILED, RECORD_FILE, RUNNING, FolderInUse, FolderLock,
-                     StorageError, read_record, remove_temporary_files, repo_path, storage_error,
-                     write_record)
+                     RunRecord, StorageError, is_completed, read_record, remove_temporary_files,
+                     storage_error, write_record)
 from .signals import SIGTERM_ERROR, Terminated, sigterm_as_interrupt
-
-# Settings that say how a run executes, not what it computes: two runs that differ only in these
-# are the same run (resume, "already done").
-EXECUTION_FIELDS = ("num_threads", "overwrite", "eval_batch_size", "output_dir", "glue_dir")
 
 def _environment(accelerator: Accelerator) -> dict:
     return {
@@ -90,7 +81,7 @@ def prepare_run_dir(config: RunConfig, main_process: bool = True) -> Path:
     adapter and the temporary files of a writer that died mid-write; the others only check."""
     run_dir = Path(config.output_dir)
     previous = read_record(run_dir)
-    if previous and previous.get("status") == COMPLETED and not config.overwrite:
+    if is_completed(previous) and not config.overwrite:
         raise FileExistsError(
             f"output_dir: {run_dir} holds a completed run; choose another output_dir or set "
             "overwrite=True"
@@ -134,13 +125,7 @@ def evaluate(model, loader, task: Task, accelerator: Accelerator, progress: bool
     return metric.compute()
 
 
-def same_run(config: RunConfig, record: dict) -> bool:
-    """Whether `record` was made with `config`'s settings (execution settings aside)."""
-    recorded = record.get("config", {})
-    return all(recorded.get(k) == v for k, v in config.to_dict().items() if k not in EXECUTION_FIELDS)
-
-
-def run_seeds(config: RunConfig, seeds: typing.Sequence[int], progress: bool = True) -> list[dict]:
+def run_seeds(config: RunConfig, seeds: typing.Sequence[int], progress: bool = True) -> list[RunRecord]:
     """Run one setting for several seeds in this process, one record and adapter per seed.
 
     The kernel, the imports and the tokenised data are paid once per setting instead of once per
@@ -160,8 +145,8 @@ def run_seeds(config: RunConfig, seeds: typing.Sequence[int], progress: bool = T
     with sigterm_as_interrupt():
         for c in configs:
             previous = read_record(c.output_dir)
-            if previous and previous.get("status") == COMPLETED and not c.overwrite:
-                if not same_run(c, previous):
+            if is_completed(previous) and not c.overwrite:
+                if c.differs_from(previous.get("config", {})):
                     raise FileExistsError(
                         f"output_dir: {c.output_dir} holds a completed run made with other settings; "
                         "choose another output_dir or set overwrite=True")
@@ -173,119 +158,7 @@ def run_seeds(config: RunConfig, seeds: typing.Sequence[int], progress: bool = T
     return records
 
 
-def default_output_dir(config: RunConfig) -> str:
-    """A run folder named by the run's settings, under ``runs/notebook/``: the setting in words
-    and a hash of every field that changes what is computed, with ``{seed}`` left to fill in."""
-    settings = {k: v for k, v in config.to_dict().items() if k not in (*EXECUTION_FIELDS, "seed")}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:6]
-    method = config.method
-    if config.lora:
-        method += f"-{''.join(config.targets)}-r{config.r}"
-    elif config.adapter:
-        method += f"-m{config.adapter_size}" + (f"-drop{config.adapter_drop}" if config.adapter_drop else "")
-    return f"runs/notebook/{config.task}-{method}-{digest}-s{{seed}}"
-
-
-# train.ipynb's parameters that are not RunConfig fields, and the names the notebook itself
-# defines after its parameters (with IPython's In and Out): neither is an unknown parameter.
-NOTEBOOK_PARAMETERS = ("seeds", "progress", "cuda_visible_devices")
-NOTEBOOK_VARIABLES = ("In", "Out", "config", "record", "records")
-# Names users type for a field (other libraries' names), suggested before difflib's guess.
-PARAMETER_ALIASES = {"lr": "learning_rate", "rate": "learning_rate", "rank": "r",
-                     "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
-                     "target_modules": "targets", "bs": "batch_size", "batch": "batch_size",
-                     "epoch": "epochs", "num_epochs": "epochs", "steps": "max_steps",
-                     "output": "output_dir", "out_dir": "output_dir", "model_name": "model",
-                     "seq_len": "max_length", "max_seq_length": "max_length", "threads": "num_threads",
-                     "fp16": "mixed_precision", "bf16": "mixed_precision", "data_dir": "glue_dir"}
-# What papermill can set (-p, -r, -y): literals. Modules, functions and the like are not parameters.
-_LITERAL_TYPES = (str, int, float, bool, list, dict, tuple, type(None))
-
-
-def nearest_parameter(name: str) -> str | None:
-    """The parameter a user most likely meant by `name`."""
-    names = [*RunConfig.field_names(), *NOTEBOOK_PARAMETERS]
-    if name.lower() in PARAMETER_ALIASES:
-        return PARAMETER_ALIASES[name.lower()]
-    close = difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.6)
-    return close[0] if close else None
-
-
-def unknown_parameters(params: dict) -> list[str]:
-    """The names in a notebook's namespace that look like parameters (papermill's literals) but
-    are neither RunConfig fields nor the notebook's own: papermill only warns about them."""
-    known = {*RunConfig.field_names(), *NOTEBOOK_PARAMETERS, *NOTEBOOK_VARIABLES}
-    return sorted(k for k, v in params.items()
-                  if not k.startswith("_") and k not in known and isinstance(v, _LITERAL_TYPES))
-
-
-def _listed(value) -> list:
-    """A list parameter as users type it: a list, or text "[0, 1]", "0,1", "0 1", "q,v"."""
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    if not isinstance(value, str):
-        return [value]
-    text = value.strip()
-    if text.startswith(("[", "(")):
-        try:
-            parsed = ast.literal_eval(text)
-        except (ValueError, SyntaxError):  # [q, v]: unquoted names
-            text = text.strip("[]()")
-        else:
-            return list(parsed) if isinstance(parsed, (list, tuple)) else [parsed]
-    return [t for t in text.replace(",", " ").split()]
-
-
-def notebook_seeds(value, default: int) -> list[int]:
-    """The seeds a notebook execution runs, in the forms papermill passes them: None → [default];
-    ``-p seeds 3`` (an int) or "3" → [3], one seed; ``-p seeds "[0, 1]"``, "0,1", "0 1" or
-    ``-y "seeds: [0, 1]"`` → [0, 1]."""
-    if value is None:
-        return [default]
-    items = _listed(value)
-    seeds = []
-    for item in items:
-        if isinstance(item, str) and item.strip().lstrip("-").isdigit():
-            item = int(item)
-        if isinstance(item, bool) or not isinstance(item, int):
-            raise ValueError(f"seeds: expected a seed or a list of seeds (3, [0, 1] or 0,1), got {value!r}")
-        seeds.append(item)
-    if not seeds:
-        raise ValueError(f"seeds: give at least one seed, got {value!r}")
-    return seeds
-
-
-def notebook_config(params: dict) -> RunConfig:
-    """The `RunConfig` of a notebook's parameters: paths relative to the repository root, and
-    the output folder derived from the settings when `output_dir` is None (so that changing a
-    parameter and running again runs the new setting). A name that is not a parameter
-    (papermill's ``-p lr 0.1``, which papermill only warns about) is refused, with the nearest
-    parameter; list fields may be given as text ("q,v", "[q, v]")."""
-    unknown = unknown_parameters(params)
-    if unknown:
-        raise ValueError("; ".join(
-            f"{name}: not a run parameter" + (f", did you mean {near}?" if (near := nearest_parameter(name)) else "")
-            for name in unknown) + " (parameters: RunConfig's fields and " + ", ".join(NOTEBOOK_PARAMETERS) + ")")
-    given = {k: v for k, v in params.items() if k in RunConfig.field_names()}
-    for name in ("targets", "tags"):
-        if isinstance(given.get(name), str):
-            given[name] = [str(t) for t in _listed(given[name])]
-    config = RunConfig.from_dict({**given, "output_dir": given.get("output_dir") or "unset"})
-    output_dir = given.get("output_dir") or default_output_dir(config)
-    return dataclasses.replace(
-        config, output_dir=str(repo_path(output_dir)),
-        glue_dir=str(repo_path(config.glue_dir)) if config.glue_dir else None,
-        init_adapter=str(repo_path(config.init_adapter)) if config.init_adapter else None)
-
-
-def seed_config(config: RunConfig, seed: int) -> RunConfig:
-    """`config` for one seed, with ``{seed}`` filled in its output and init-adapter paths."""
-    return dataclasses.replace(
-        config, seed=seed, output_dir=config.output_dir.replace("{seed}", str(seed)),
-        init_adapter=config.init_adapter.replace("{seed}", str(seed)) if config.init_adapter else None)
-
-
-def run(config: RunConfig, progress: bool = True) -> dict:
+def run(config: RunConfig, progress: bool = True) -> RunRecord:
     """Fine-tune one model on one GLUE task as `config` says; return the run record. The main
     process holds the run folder's lock throughout: a folder another process writes is refused
     (`FolderInUse`, naming it) before anything in it changes."""
@@ -311,13 +184,13 @@ def run(config: RunConfig, progress: bool = True) -> dict:
 
 
 def _locked_run(config: RunConfig, task: Task, model_config, accelerator: Accelerator,
-                progress: bool) -> dict:
+                progress: bool) -> RunRecord:
     processes = accelerator.num_processes
     accumulation = accelerator.gradient_accumulation_steps
     run_dir = prepare_run_dir(config, accelerator.is_main_process)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    record: dict = {
+    record: RunRecord = {
         "status": RUNNING, "config": config.to_dict(), "task": task.name,
         "primary_metric": task.primary_metric, "started_at": dt.datetime.now().isoformat(),
         **_environment(accelerator), "epochs": [], "loss_curve": [],
@@ -511,56 +384,40 @@ def _train(config, task, model_config, accelerator, run_dir, record, progress) -
     record["convergence"] = judge_record(record).to_dict()
 
 
-def _argument_type(hint):
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is bool:
-        return None
-    if origin in (list, typing.List):
-        return lambda s: [t.strip() for t in s.split(",") if t.strip()]
-    if type(None) in args:  # Optional[X]
-        inner = next(a for a in args if a is not type(None))
-        return lambda s: None if s.lower() in ("none", "") else inner(s)
-    return hint
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """A `--field` option for every `RunConfig` field, its help, default and choices taken from
-    the field's documentation (lists comma-separated)."""
-    parser = argparse.ArgumentParser(prog="python -m lora_nb.train", description=__doc__.split("\n\n")[0])
+def build_parser() -> HfArgumentParser:
+    """A ``--field`` option for every `RunConfig` field, by transformers' `HfArgumentParser`
+    (types, choices and help from the dataclass; lists as ``--targets q v`` or ``q,v``). A flag
+    not given is left out of the parsed arguments, so that --paper and --config fill it in."""
+    parser = HfArgumentParser(RunConfig, prog="python -m lora_nb.train",
+                              description=__doc__.split("\n\n")[0])
+    defaults = RunConfig().to_dict()
+    for action in parser._actions:
+        if action.dest in defaults:
+            shown = ",".join(defaults[action.dest]) if isinstance(defaults[action.dest], list) else defaults[action.dest]
+            action.help = f"{action.help} (default: {shown})".replace("%", "%%")
+            action.default = argparse.SUPPRESS
+            if action.nargs == "+":  # RunConfig splits "q,v" and checks the names itself
+                action.choices = None
     parser.add_argument("--paper", action="store_true",
                         help="start from the paper's hyperparameters for --task/--method (Table 9)")
     parser.add_argument("--config", metavar="JSON_FILE",
                         help="start from a RunConfig saved as JSON (the sweep's multi-process runs); "
                         "flags given as well override it")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                        help="progress bars (default: on)")
+                        help="progress bars")
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",") if x.strip()],
                         help="run these seeds one after the other, comma-separated, one record each; "
                         "output_dir must then hold {seed} (default: --seed alone)")
-    hints = typing.get_type_hints(RunConfig)
-    defaults = RunConfig().to_dict()
-    for f in fields(RunConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = defaults[f.name]
-        shown = ",".join(default) if isinstance(default, list) else default
-        help_ = f"{f.metadata.get('help', '')} (default: {shown}"
-        if f.metadata.get("choices"):
-            help_ += f"; one of: {', '.join(f.metadata['choices'])}"
-        help_ += ")"
-        if hints[f.name] is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=None, help=help_)
-        else:
-            parser.add_argument(flag, dest=f.name, type=_argument_type(hints[f.name]), default=None,
-                                metavar=f.name.upper(), help=help_)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = vars(build_parser().parse_args(argv))
-    use_paper, config_file, seeds = args.pop("paper"), args.pop("config"), args.pop("seeds")
-    progress = args.pop("progress")
-    given = {k: v for k, v in args.items() if v is not None}
+    try:
+        given = vars(build_parser().parse_args(argv))
+    except SystemExit as exit:  # --help (0), or a flag argparse refuses (2)
+        return exit.code
+    use_paper, config_file, seeds = given.pop("paper"), given.pop("config"), given.pop("seeds")
+    progress = given.pop("progress")
     try:
         if use_paper and config_file:
             raise ValueError("--paper and --config: give one of them")

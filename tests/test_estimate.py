@@ -6,7 +6,7 @@ import pytest
 
 from conftest import GLUE_DIR
 from lora_nb import estimate, sweep
-from lora_nb.sweep import build_grid
+from lora_nb.grid import build_grid
 
 
 def test_steps_and_tokens_follow_the_global_batch_and_the_measured_lengths(tmp_path):

@@ -24,7 +24,8 @@ from conftest import GLUE_DIR
 from lora_nb.config import RunConfig
 from lora_nb.report import build_report
 from lora_nb.rundir import REPO_ROOT, default_runs_dir, display_path, read_record
-from lora_nb.sweep import build_grid, group_settings, run_sweep
+from lora_nb.grid import build_grid, group_settings
+from lora_nb.sweep import run_sweep
 from lora_nb.parameters import notebook_config, seed_config
 
 NOTEBOOKS = REPO_ROOT / "notebooks"

@@ -10,7 +10,8 @@ import pytest
 from conftest import GLUE_DIR, assert_valid_record
 from lora_nb.models import save_tiny_model
 from lora_nb.rundir import ADAPTER_FILE, read_record
-from lora_nb.sweep import build_grid, run_sweep
+from lora_nb.grid import build_grid
+from lora_nb.sweep import run_sweep
 
 TASKS = ("mnli", "mrpc", "stsb")
 
@@ -54,7 +55,8 @@ def test_two_processes_follow_the_learning_rate_schedule_of_one_with_the_same_gl
     if not GLUE_DIR.is_dir():
         pytest.skip(f"no GLUE data at {GLUE_DIR}")
     from lora_nb import RunConfig
-    from lora_nb.sweep import RunSpec, Setting, execute_setting
+    from lora_nb.grid import RunSpec, Setting
+    from lora_nb.runner import execute_setting
     from lora_nb.train import run
 
     folder = save_tiny_model(tmp_path / "tiny", "bert")

@@ -25,7 +25,7 @@ from lora_nb.models import load_model, load_model_config, resolve_model, save_ti
 from lora_nb.peft_format import (  # noqa: E402
     CARD_FILE, CONFIG_FILE, OFFLINE_HUB_ID, PEFT_HEAD, PEFT_TARGETS, exported_info, load_peft_model,
     read_peft)
-from lora_nb.rundir import COMMITTED_RECORDS, adapter_path, find_adapter, write_record  # noqa: E402
+from lora_nb.rundir import ADAPTER_FILE, COMMITTED_RECORDS, find_adapter, write_record  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -88,7 +88,7 @@ def make_run(folder, base_dir, targets=("q", "v"), pooling: str = "cls", method:
             if is_head_parameter(name):
                 p.add_(torch.randn_like(p) * 0.2)
     folder.mkdir()
-    save_adapter(model, adapter_path(folder), task=TASK, epoch=2, step=10, model=str(base_dir))
+    save_adapter(model, folder / ADAPTER_FILE, task=TASK, epoch=2, step=10, model=str(base_dir))
     config = {"task": TASK, "method": method, "model": str(base_dir), "targets": list(targets),
               "r": 4, "alpha": alpha, "dropout": 0.0, "pooling": pooling, "seed": 3,
               "learning_rate": 1e-3, "batch_size": 16, "epochs": 2, "max_length": 128}
@@ -115,7 +115,7 @@ def test_export_gives_the_runs_logits_in_peft(tmp_path, base_dirs, batch, kind, 
     assert config["base_model_name_or_path"] == str(base_dirs[kind])
     assert not config["use_rslora"] and not config["use_dora"]
 
-    ours = load_adapter(run_model(base_dirs[kind]), adapter_path(tmp_path / "run")).eval()
+    ours = load_adapter(run_model(base_dirs[kind]), tmp_path / "run" / ADAPTER_FILE).eval()
     expected = logits(ours, batch)
     assert (expected - logits(run_model(base_dirs[kind]), batch)).abs().max() > 1e-3  # B, head moved
     theirs = PeftModel.from_pretrained(peft_base(base_dirs[kind]), out).eval()
@@ -127,7 +127,7 @@ def test_export_gives_the_runs_logits_in_peft(tmp_path, base_dirs, batch, kind, 
     assert_same(logits(load_peft_model(out), batch), expected)
 
     merged = theirs.merge_and_unload()
-    state, _ = read_adapter(adapter_path(tmp_path / "run"))
+    state, _ = read_adapter(tmp_path / "run" / ADAPTER_FILE)
     head = {k: v for k, v in state.items() if is_head_parameter(k)}
     assert head and all(torch.equal(merged.get_parameter(k), v) for k, v in head.items())  # restored
     assert_same(logits(merged, batch), logits(merge_lora(ours), batch))
@@ -144,7 +144,7 @@ def test_a_scaling_that_rounds(tmp_path, base_dirs, batch, kind):
     first; float32 then differs by about an ulp per layer, so the tolerance is 1e-5 here."""
     make_run(tmp_path / "run", base_dirs[kind], ("q", "k", "v", "o"), alpha=10.0)
     out = export_peft(tmp_path / "run", tmp_path / "peft")
-    ours = load_adapter(run_model(base_dirs[kind]), adapter_path(tmp_path / "run")).eval()
+    ours = load_adapter(run_model(base_dirs[kind]), tmp_path / "run" / ADAPTER_FILE).eval()
     theirs = PeftModel.from_pretrained(peft_base(base_dirs[kind]), out).eval()
     assert_same(logits(theirs, batch), logits(ours, batch), atol=1e-5)
     assert_same(logits(theirs.merge_and_unload(), batch), logits(merge_lora(ours), batch))
@@ -178,7 +178,7 @@ def test_mean_pooling_loads_with_load_peft_model(tmp_path, base_dirs, batch):
     out = export_peft(tmp_path / "run", tmp_path / "peft")
     assert exported_info(out)["pooling"] == "mean"
     assert "mean over tokens" in (out / CARD_FILE).read_text()
-    ours = load_adapter(run_model(base_dirs["bert"], "mean"), adapter_path(tmp_path / "run")).eval()
+    ours = load_adapter(run_model(base_dirs["bert"], "mean"), tmp_path / "run" / ADAPTER_FILE).eval()
     expected = logits(ours, batch)
     theirs = load_peft_model(out)
     assert_same(logits(theirs, batch), expected)  # the batch's last row is padded: the mask counts

@@ -23,7 +23,10 @@ from conftest import GLUE_DIR
 from lora_nb import sweep
 from lora_nb.config import RunConfig
 from lora_nb.rundir import read_record, write_record
-from lora_nb.sweep import EXECUTION_FIELDS, ThreadPool, build_grid, run_sweep
+from lora_nb.config import EXECUTION_FIELDS
+from lora_nb.grid import build_grid
+from lora_nb.runner import ThreadPool
+from lora_nb.sweep import run_sweep
 
 ray = pytest.importorskip("ray")
 from lora_nb.ray_executor import MAX_RETRIES, RayPool  # noqa: E402

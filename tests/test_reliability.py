@@ -30,13 +30,16 @@ from pathlib import Path
 import pytest
 
 from conftest import GLUE_DIR
-from lora_nb import results, sweep, train
+from lora_nb import grid, results, runner, sweep, train
 from lora_nb.config import RunConfig
 from lora_nb.rundir import (ADAPTER_FILE, LOCK_FILE, REPO_ROOT, SWEEP_LOCK_FILE, FolderInUse,
                             FolderLock, StorageError, check_writable_folder, lock_holder,
                             read_record, write_record)
-from lora_nb.sweep import IN_USE, Outcome, build_grid, group_settings, run_sweep, summarize
-from lora_nb.train import notebook_config, notebook_seeds, run_seeds
+from lora_nb.grid import build_grid, group_settings
+from lora_nb.runner import IN_USE, Outcome
+from lora_nb.sweep import run_sweep, summarize
+from lora_nb.parameters import notebook_config, notebook_seeds
+from lora_nb.train import run_seeds
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "LORA_NB_GLUE_DIR": str(GLUE_DIR),
        "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
@@ -219,7 +222,7 @@ def test_a_sweep_leaves_run_folders_another_process_writes_alone(tmp_path, holde
     assert f"1 in use by other processes (not run)" in summarize(list(outcomes.values()))
     # Nor does recording a setting's failure write into a folder another process holds.
     setting = next(s for s in group_settings(specs) if busy in s.runs)
-    assert sweep.collect_outcomes(setting, "boom")[0].status == IN_USE
+    assert runner.collect_outcomes(setting, "boom")[0].status == IN_USE
     assert read_record(busy.config.output_dir) is None
 
 
@@ -308,9 +311,9 @@ def test_a_full_disk_while_papermill_writes_the_notebook_leaves_no_empty_noteboo
         Path(output).write_text("")  # papermill opened it, then the write failed
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(sweep, "execute_notebook", full)
+    monkeypatch.setattr(runner, "execute_notebook", full)
     with pytest.raises(StorageError) as err:
-        sweep.execute_setting(setting)
+        runner.execute_setting(setting)
     log = tmp_path / "notebooks" / f"{setting.setting_id}.ipynb"
     assert str(err.value) == f"cannot write {log}: No space left on device (ENOSPC)"
     assert not log.exists() and not list(tmp_path.glob("*/record.json"))
@@ -325,9 +328,9 @@ def test_a_full_disk_inside_the_run_stops_the_sweep(tmp_path, monkeypatch):
     def failing(notebook, output, parameters):
         raise PapermillExecutionError(4, 1, "records = run_seeds(...)", "StorageError", text, [])
 
-    monkeypatch.setattr(sweep, "execute_notebook", failing)
+    monkeypatch.setattr(runner, "execute_notebook", failing)
     with pytest.raises(StorageError, match="No space left on device"):
-        sweep.execute_setting(setting)
+        runner.execute_setting(setting)
     assert not list(tmp_path.glob("*/record.json"))
 
 
@@ -429,8 +432,8 @@ def test_resume_from_names_every_record_it_cannot_restore(tmp_path, monkeypatch,
     specs = build_grid("smoke", runs, glue_dir=str(GLUE_DIR))
     good = {"status": "completed", "config": specs[0].config.to_dict()}
     (committed / f"{specs[0].run_id}.json").write_text(json.dumps(good))
-    bad = {specs[1].run_id: ('{"status": "compl', "not valid JSON (truncated or damaged"),
-           specs[2].run_id: (b"\x89PNG\r\n\x1a\n\xff\xfe", "not a text file (binary or damaged)"),
+    bad = {specs[1].run_id: ('{"status": "compl', "not a run record (not valid JSON, truncated or damaged"),
+           specs[2].run_id: (b"\x89PNG\r\n\x1a\n\xff\xfe", "not a run record (not a text file: binary or damaged)"),
            specs[3].run_id: ("[1, 2]", "not a run record (a JSON list, not an object)"),
            specs[4].run_id: ('{"status": "completed"}', "not a run record (it has no config)"),
            specs[5].run_id: (json.dumps({"status": "completed", "config": {**specs[5].config.to_dict(), "r": 2}}),
@@ -630,8 +633,8 @@ def test_a_garbage_init_adapter_in_a_sweep_is_recorded_naming_the_file(tmp_path)
     garbage = tmp_path / "mnli.safetensors"
     garbage.write_bytes(b"\x00" * 64)
     spec = replace(specs[0], config=replace(specs[0].config, init_adapter=str(garbage)))
-    setting = sweep.Setting("t2-mrpc-lora", spec.config, (0,), (spec,))
-    (outcome,) = sweep.execute_setting(setting)
+    setting = grid.Setting("t2-mrpc-lora", spec.config, (0,), (spec,))
+    (outcome,) = runner.execute_setting(setting)
     assert outcome.status == "failed"
     record = read_record(spec.config.output_dir)
     assert str(garbage) in record["error"] and "not a readable safetensors adapter file" in record["error"]

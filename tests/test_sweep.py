@@ -2,19 +2,21 @@
 failing run through papermill."""
 
 import json
+from pathlib import Path
 from dataclasses import replace
 
 import pytest
 
 from conftest import GLUE_DIR
-from lora_nb import sweep
+from lora_nb import grid, presets, runner, sweep
 from lora_nb.rundir import read_record, write_record
-from lora_nb.sweep import (Outcome, build_grid, group_settings, run_sweep, step_fraction, summarize,
-                           validate_grid)
+from lora_nb.grid import build_grid, group_settings, validate_grid
+from lora_nb.runner import Outcome
+from lora_nb.sweep import run_sweep, step_fraction, summarize
 
 
 def test_grid_sizes_per_preset(tmp_path):
-    sizes = {name: len(build_grid(name, tmp_path)) for name in sweep.PRESETS}
+    sizes = {name: len(build_grid(name, tmp_path)) for name in presets.PRESETS}
     # smoke: Table 2 (1 task × 3 methods) + Table 6 (2 × 2) + Table 5 (1), × 2 seeds; 1 curve × 1 seed
     assert sizes["smoke"] == (1 * 3 + 2 * 2 + 1) * 2 + 1
     # reference before any tuning run finished: the tuning runs (3 rates) and head-only's 3 seeds
@@ -28,7 +30,7 @@ def test_grid_sizes_per_preset(tmp_path):
     # paper: Table 2 (8 tasks × 5 methods + FT at 3 learning rates) + Table 6 (15, one shared) +
     # Table 5 (4), × 5 seeds; paper-table9 the same grid
     assert sizes["paper"] == sizes["paper-table9"] == (8 * (5 + 3) + 15 - 1 + 4) * 5
-    for name in sweep.PRESETS:
+    for name in presets.PRESETS:
         specs = build_grid(name, tmp_path, placeholder_rates=True)
         assert len({s.config.output_dir for s in specs}) == len(specs)
 
@@ -45,24 +47,24 @@ def test_reference_preset_settings_are_valid(tmp_path):
     validate_grid(specs)
     t2 = [s.config for s in specs if "table2" in s.config.tags]
     assert {c.max_eval_samples for c in t2} == {None}  # whole validation splits
-    assert {c.task for c in t2} == set(sweep.REFERENCE_STEPS)
+    assert {c.task for c in t2} == set(presets.REFERENCE_STEPS)
     assert {(c.pooling, c.dev_examples, c.mixed_precision) for c in t2} == {("mean", 1000, "auto")}
-    assert all(c.max_steps == sweep.REFERENCE_STEPS[c.task] and c.max_steps // c.eval_every == 8 for c in t2)
+    assert all(c.max_steps == presets.REFERENCE_STEPS[c.task] and c.max_steps // c.eval_every == 8 for c in t2)
     t6 = [s.config for s in specs if "table6" in s.config.tags]
-    assert {(tuple(c.targets), c.r) for c in t6} == {(t, r) for t in sweep.WEIGHT_TYPES for r in sweep.RANKS}
+    assert {(tuple(c.targets), c.r) for c in t6} == {(t, r) for t in presets.WEIGHT_TYPES for r in presets.RANKS}
     assert all(c.task == "mnli" and c.method == "lora" for c in t6)
     t5 = {(tuple(c.targets), c.r) for c in (s.config for s in specs) if "table5" in c.tags}
-    assert t5 == set(sweep.TABLE5_CELLS)
+    assert t5 == set(presets.TABLE5_CELLS)
     assert all(len(t) * r == 8 for t, r in t5)  # one parameter budget (Table 5)
 
 
 def test_every_method_a_claim_compares_is_tuned_on_an_equal_size_grid(tmp_path):
-    preset = sweep.PRESETS["reference"]
+    preset = presets.PRESETS["reference"]
     assert set(preset.tuning_grid) == set(preset.methods) - {"head"}  # head-only: context, one rate
     assert {len(rates) for rates in preset.tuning_grid.values()} == {3}
     specs = build_grid(preset, tmp_path)
     head = [s.config for s in specs if s.config.method == "head"]
-    assert {c.learning_rate for c in head} == {sweep.HEAD_RATE} and len(head) == 4 * 3
+    assert {c.learning_rate for c in head} == {presets.HEAD_RATE} and len(head) == 4 * 3
     # the first cut: MRPC and CoLA rows hold LoRA and FT only
     assert {s.config.method for s in specs if s.config.task in ("mrpc", "cola")} == {"lora", "full"}
 
@@ -138,7 +140,7 @@ class FakeExecutor:
         outcomes = []
         for spec in setting.runs:
             self.calls.append(spec.run_id)
-            run_dir = sweep.Path(spec.config.output_dir)
+            run_dir = Path(spec.config.output_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
             if spec.run_id in self.interrupt:
                 write_record(run_dir, {"status": "running", "config": spec.config.to_dict()})
@@ -155,15 +157,15 @@ def test_resume_skips_completed_and_reruns_half_written(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "execute_setting", fake)
     first = run_sweep(specs, workers=2, progress=False)
     assert {o.status for o in first} == {"completed"} and len(fake.calls) == len(specs)
-    before = {s.run_id: (sweep.Path(s.config.output_dir) / "record.json").read_bytes() for s in specs}
+    before = {s.run_id: (Path(s.config.output_dir) / "record.json").read_bytes() for s in specs}
     half = specs[0]
-    write_record(sweep.Path(half.config.output_dir), {"status": "running"})  # a killed run
+    write_record(Path(half.config.output_dir), {"status": "running"})  # a killed run
     fake.calls.clear()
     second = run_sweep(specs, workers=1, progress=False)
     assert fake.calls == [half.run_id]
     assert sum(o.status == "skipped" for o in second) == len(specs) - 1
     for s in specs[1:]:  # completed records untouched, byte for byte
-        assert (sweep.Path(s.config.output_dir) / "record.json").read_bytes() == before[s.run_id]
+        assert (Path(s.config.output_dir) / "record.json").read_bytes() == before[s.run_id]
 
 
 def test_a_failing_run_is_recorded_and_the_others_complete(tmp_path, monkeypatch):
@@ -204,7 +206,7 @@ def test_a_real_failing_notebook_is_recorded(tmp_path):
     """papermill runs the training notebook; a setting that raises leaves a failed record per seed."""
     setting = group_settings(build_grid("smoke", tmp_path / "runs", glue_dir=str(GLUE_DIR)))[0]
     broken = replace(setting, config=replace(setting.config, glue_dir=str(tmp_path)))  # no GLUE data there
-    outcomes = sweep.execute_setting(broken)
+    outcomes = runner.execute_setting(broken)
     assert [o.status for o in outcomes] == ["failed"] * len(setting.seeds)
     assert "has no mrpc" in outcomes[0].reason
     for spec in setting.runs:
@@ -212,7 +214,7 @@ def test_a_real_failing_notebook_is_recorded(tmp_path):
         assert record["status"] == "failed" and "has no mrpc" in record["error"]
     log = tmp_path / "runs" / "notebooks" / f"{setting.setting_id}.ipynb"
     assert log.exists()  # the executed copy, for debugging
-    sweep.execute_setting(broken)  # a second attempt keeps the first log
+    runner.execute_setting(broken)  # a second attempt keeps the first log
     assert (tmp_path / "runs" / "notebooks" / f"{setting.setting_id}.1.ipynb").exists()
 
 
@@ -227,21 +229,21 @@ def test_restore_committed_records_runs_only_what_is_missing(tmp_path):
     (tmp_path / "report" / "adapters" / f"{specs[0].run_id}.safetensors").write_bytes(b"x")
     older = replace(specs[3].config, learning_rate=0.5)  # an older run under the same id
     (committed / f"{specs[3].run_id}.json").write_text(json.dumps({"status": "completed", "config": older.to_dict()}))
-    assert sweep.restore_committed(specs, committed) == 3
+    assert grid.restore_committed(specs, committed) == 3
     assert read_record(specs[0].config.output_dir)["config"]["output_dir"] == specs[0].config.output_dir
-    assert (sweep.Path(specs[0].config.output_dir) / "adapter.safetensors").read_bytes() == b"x"
+    assert (Path(specs[0].config.output_dir) / "adapter.safetensors").read_bytes() == b"x"
     validate_grid(specs)  # restored runs carry the grid's settings
-    assert sweep.restore_committed(specs, committed) == 0  # never over an existing run
+    assert grid.restore_committed(specs, committed) == 0  # never over an existing run
 
 
 def test_a_runs_folder_made_with_other_settings_is_refused(tmp_path):
     spec = build_grid("smoke", tmp_path)[0]
     other = replace(spec.config, learning_rate=spec.config.learning_rate * 2)
-    write_record(sweep.Path(spec.config.output_dir).mkdir(parents=True) or sweep.Path(spec.config.output_dir),
+    write_record(Path(spec.config.output_dir).mkdir(parents=True) or Path(spec.config.output_dir),
                  {"status": "completed", "config": other.to_dict()})
     with pytest.raises(ValueError, match="holds a completed run made with other settings \\(learning_rate\\)"):
         validate_grid([spec])
-    write_record(sweep.Path(spec.config.output_dir), {"status": "completed", "config": replace(spec.config, num_threads=7).to_dict()})
+    write_record(Path(spec.config.output_dir), {"status": "completed", "config": replace(spec.config, num_threads=7).to_dict()})
     validate_grid([spec])  # execution settings may differ
 
 
@@ -252,7 +254,7 @@ def test_relative_paths_mean_the_current_folder_for_the_sweep_and_its_notebooks(
     (tmp_path / "here").mkdir()
     monkeypatch.chdir(tmp_path / "here")
     specs = build_grid("smoke", "runs/x", glue_dir="glue")
-    assert {str(sweep.Path(s.config.output_dir).parent) for s in specs} == {str(tmp_path / "here" / "runs" / "x")}
+    assert {str(Path(s.config.output_dir).parent) for s in specs} == {str(tmp_path / "here" / "runs" / "x")}
     assert {s.config.glue_dir for s in specs} == {str(tmp_path / "here" / "glue")}
     fake = FakeExecutor()
     monkeypatch.setattr(sweep, "execute_setting", fake)

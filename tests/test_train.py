@@ -12,7 +12,8 @@ from lora_nb.checkpoint import read_adapter
 from lora_nb.rundir import ADAPTER_FILE
 from lora_nb.glue import load_glue, make_dataloader, subset, tokenize_glue
 from lora_nb.models import load_model, load_model_config
-from lora_nb.train import evaluate, read_record
+from lora_nb.rundir import read_record
+from lora_nb.train import evaluate
 
 pytestmark = pytest.mark.slow  # real runs of all-MiniLM-L6-v2
 
