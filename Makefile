@@ -35,7 +35,7 @@ report: $(STAMP)
 # (resumable over several sittings), renders report/ and figures/.
 reference: $(STAMP)
 	$(PY) -m lora_nb.sweep --preset reference --runs-dir runs/reference --workers $(WORKERS) \
-		--resume-from report/converged/records --report
+		--resume-from report/records --report
 
 # JupyterLab and ipywidgets (the `lab` extra) beside the test extra; installed again only when
 # pyproject.toml changes.

@@ -382,6 +382,12 @@ def has_subspace_runs(runs_dir: str | os.PathLike) -> bool:
     return True
 
 
+# The committed report's §7 page reads the archived 250-step run's adapters (Table 6's Wq,Wv at
+# every rank) until the converged reference run has its own; its verdicts then say that those
+# runs did not converge (`subspace.subspace_claims`).
+ARCHIVED_SUBSPACE_RUNS = REPO_ROOT / "report" / "archive" / "250-steps" / "records"
+
+
 def build_report(runs_dir: str | os.PathLike, figures_dir: str | os.PathLike = REPO_ROOT / "figures",
                  report_dir: str | os.PathLike = REPO_ROOT / "report", subspace: bool | None = None,
                  force: bool = False, strict: bool = False, adapter_ranks=SUBSPACE_RANKS) -> list[Path]:
@@ -392,11 +398,16 @@ def build_report(runs_dir: str | os.PathLike, figures_dir: str | os.PathLike = R
     notebook and module (``force`` renders anyway). Each page is checked (`page_problems`):
     problems are warnings, or an error with ``strict``."""
     runs_dir, figures_dir, report_dir = Path(runs_dir).resolve(), Path(figures_dir).resolve(), Path(report_dir).resolve()
+    subspace_dir = runs_dir
+    if report_dir == (REPO_ROOT / "report").resolve() and not has_subspace_runs(runs_dir) \
+            and has_subspace_runs(ARCHIVED_SUBSPACE_RUNS):
+        subspace_dir = ARCHIVED_SUBSPACE_RUNS
     if subspace is None:
-        subspace = has_subspace_runs(runs_dir)
+        subspace = has_subspace_runs(subspace_dir)
     pages = [("analysis", "index.html", {"subspace_report": "subspace.html" if subspace else None})]
     if subspace:
-        pages.append(("subspace", "subspace.html", {}))
+        pages.append(("subspace", "subspace.html", {} if subspace_dir == runs_dir else
+                      {"runs_dir": _parameter_path(subspace_dir)}))
     outputs = [report_dir / html for _, html, _ in pages]
     inputs = [p for _, p in find_records(runs_dir)] + [NOTEBOOKS / f"{name}.ipynb" for name, _, _ in pages] \
         + list(Path(__file__).parent.glob("*.py"))

@@ -5,6 +5,7 @@ same logits here; what either side cannot hold is refused."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import warnings
 
 import pytest
@@ -25,7 +26,7 @@ from lora_nb.models import load_model, load_model_config, resolve_model, save_ti
 from lora_nb.peft_format import (  # noqa: E402
     CARD_FILE, CONFIG_FILE, OFFLINE_HUB_ID, PEFT_HEAD, PEFT_TARGETS, exported_info, load_peft_model,
     read_peft)
-from lora_nb.rundir import ADAPTER_FILE, COMMITTED_RECORDS, find_adapter, write_record  # noqa: E402
+from lora_nb.rundir import ADAPTER_FILE, REPO_ROOT, find_adapter, write_record  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,6 +35,7 @@ HEADS = {"bert": ["classifier", "pooler.dense"], "roberta": ["classifier"]}
 TARGET_SETS = [("q",), ("q", "v"), ("q", "k", "v", "o")]
 ALPHA = 8.0  # α/r = 2, a power of two like every committed run's (α = 8, r = 1, 2, 4, 8, 64)
 COMMITTED_RUN = "t6-mnli-qv-r4-s0"  # a committed §7 adapter: LoRA matrices alone, float16
+ARCHIVED_RECORDS = REPO_ROOT / "report" / "archive" / "250-steps" / "records"  # the 250-step run's
 DIFFS: dict[float, list[float]] = {}  # tolerance -> the largest |logit difference| of each comparison
 
 
@@ -206,8 +208,8 @@ def test_export_refuses_feed_forward_targets(tmp_path, base_dirs):
 def test_committed_adapter_exports_without_its_head(tmp_path, batch):
     """A committed §7 adapter holds no head: refused unless --lora-only; then peft gives our logits."""
     with pytest.raises(ValueError, match="LoRA matrices alone.*--lora-only"):
-        export_peft(COMMITTED_RECORDS / f"{COMMITTED_RUN}.json", tmp_path / "peft")
-    out = export_peft(COMMITTED_RUN, tmp_path / "peft", lora_only=True)  # a committed run's id
+        export_peft(ARCHIVED_RECORDS / f"{COMMITTED_RUN}.json", tmp_path / "peft")
+    out = export_peft(ARCHIVED_RECORDS / f"{COMMITTED_RUN}.json", tmp_path / "peft", lora_only=True)
     config = json.loads((out / CONFIG_FILE).read_text())
     assert config["base_model_name_or_path"] == OFFLINE_HUB_ID
     assert config["modules_to_save"] is None and config["task_type"] is None  # peft then needs no head
@@ -219,7 +221,7 @@ def test_committed_adapter_exports_without_its_head(tmp_path, batch):
     for module in ("classifier", "bert.pooler"):  # the same untrained head on both sides
         untrained = theirs.get_base_model().get_submodule(module)
         ours.get_submodule(module).load_state_dict(untrained.state_dict())
-    load_adapter(ours, find_adapter(COMMITTED_RECORDS, COMMITTED_RUN)).eval()
+    load_adapter(ours, find_adapter(ARCHIVED_RECORDS, COMMITTED_RUN)).eval()
     assert_same(logits(theirs, batch), logits(ours, batch))
 
 
