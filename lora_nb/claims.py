@@ -50,6 +50,7 @@ import pandas as pd
 
 from scipy import stats
 
+from . import metrics
 from .convergence import judge_record
 from .tuning import choose_rate
 
@@ -63,25 +64,10 @@ N_BOOT = 2000
 
 
 def score(metric: str, preds: np.ndarray, labels: np.ndarray) -> float:
-    """The task's primary metric × 100 (NumPy, for the bootstrap). A constant prediction has no
+    """The task's primary metric × 100 (`lora_nb.metrics.score`). A constant prediction has no
     correlation: it scores 0 (the trivial baseline), not NaN."""
-    if metric == "accuracy":
-        return 100.0 * float(np.mean(preds == labels))
-    if metric == "pearson":
-        if np.std(preds) == 0 or np.std(labels) == 0:
-            return 0.0
-        return 100.0 * float(np.corrcoef(preds, labels)[0, 1])
-    if metric == "matthews_correlation":
-        classes = np.unique(np.concatenate([preds, labels]))
-        if len(classes) < 2 or len(np.unique(preds)) < 2:
-            return 0.0
-        tp = float(np.sum((preds == 1) & (labels == 1)))
-        tn = float(np.sum((preds == 0) & (labels == 0)))
-        fp = float(np.sum((preds == 1) & (labels == 0)))
-        fn = float(np.sum((preds == 0) & (labels == 1)))
-        denom = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-        return 0.0 if denom == 0 else 100.0 * (tp * tn - fp * fn) / denom
-    raise ValueError(f"metric: unknown {metric!r}")
+    value = metrics.score(metric, preds, labels)
+    return 0.0 if np.isnan(value) else 100.0 * value
 
 
 def trivial_score(metric: str, labels: np.ndarray) -> float:

@@ -53,3 +53,29 @@ def test_primary_metric_per_task_matches_table2():
 def test_unknown_task_is_refused():
     with pytest.raises(KeyError, match="unknown task 'wnli'"):
         glue_metric("wnli")
+
+
+def test_score_agrees_with_scikit_learn_and_scipy():
+    """The one definition (`score`, NumPy for speed) gives scikit-learn's and scipy's values."""
+    import numpy as np
+    from scipy.stats import pearsonr
+    from sklearn.metrics import accuracy_score, matthews_corrcoef
+
+    from lora_nb.metrics import score
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        labels = rng.integers(0, 2, 300)
+        preds = np.where(rng.random(300) < 0.7, labels, 1 - labels)
+        assert score("accuracy", preds, labels) == accuracy_score(labels, preds)
+        assert score("matthews_correlation", preds, labels) == pytest.approx(matthews_corrcoef(labels, preds), abs=1e-12)
+        x = rng.normal(size=300)
+        y = x + rng.normal(size=300)
+        assert score("pearson", y, x) == pytest.approx(pearsonr(x, y)[0], abs=1e-12)
+    three = rng.integers(0, 3, 50), rng.integers(0, 3, 50)
+    assert score("matthews_correlation", *three) == pytest.approx(matthews_corrcoef(three[1], three[0]))
+    # Undefined correlations: Matthews' is 0 (scikit-learn's convention), Pearson's NaN.
+    assert score("matthews_correlation", np.ones(4, int), np.array([0, 1, 0, 1])) == 0.0
+    assert math.isnan(score("pearson", np.full(4, 2.5), np.array([1.0, 2.0, 3.0, 4.0])))
+    with pytest.raises(ValueError, match="metric: unknown"):
+        score("bleu", [1], [1])
