@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import claims
-from .convergence import judge_record
+from .convergence import DEV_SPLIT, judge_record
 from .tuning import choose_rate, dev_score
 from .paper import reference_table
 from .rundir import RecordError, find_records, load_record
@@ -73,7 +73,9 @@ def _row(run_id: str, rec: dict) -> dict:
         "batch_size": cfg.get("batch_size"),
         "tags": tuple(cfg.get("tags", [])),
         "train_examples": rec.get("data", {}).get("train_examples"),
-        "eval_examples": sum(rec.get("data", {}).get("eval_examples", {}).values()) or np.nan,
+        # the validation split(s) a score is reported on; the dev split only chooses rates
+        "eval_examples": sum(n for split, n in rec.get("data", {}).get("eval_examples", {}).items()
+                             if split != DEV_SPLIT) or np.nan,
         "epochs": cfg.get("epochs"),
         "optimizer_steps": rec.get("optimizer_steps"),
         "max_length": cfg.get("max_length"),
@@ -496,7 +498,9 @@ def deviations(df: pd.DataFrame) -> pd.DataFrame:
          f"≈ {60 * 67349 / 128 / 1000:.1f}k steps",
          per_task("optimizer_steps", lambda v: f"{int(v)}")),
         ("epochs", "; ".join(f"{TASK_LABELS[t]} {t9.at[t, 'epochs']}" for t in tasks if t in t9.index),
-         per_task("epochs", lambda v: f"{int(v)}")),
+         "passes over the training examples, steps × batch / examples: " + "; ".join(
+             f"{TASK_LABELS[t]} {_values(g['optimizer_steps'] * g['batch_size'] / g['train_examples'], lambda v: f'{v:.1f}')}"
+             for t in tasks for g in [done[done["task"] == t]])),
         ("batch size", "Table 9's 16 or 32 per GPU on the scripts' 8 GPUs (CoLA 2): 128 or 256 per "
          "optimizer step (CoLA 64)",
          _values(done["batch_size"], lambda v: f"{int(v)}") + " per optimizer step, one process"),
@@ -518,7 +522,9 @@ def deviations(df: pd.DataFrame) -> pd.DataFrame:
          per_task("eval_examples", lambda v: f"{int(v):,}")),
         ("metric", "MNLI matched and mismatched acc. (best epoch chosen on matched), CoLA MCC, "
          "STS-B Pearson, accuracy elsewhere; best epoch",
-         "the same metrics; best evaluation (end of each epoch)" + (
+         "the same metrics; best of the run's evaluations ("
+         + _values(done["record"].map(lambda r: len(r.get("evaluations") or [])), lambda v: f"{int(v)}")
+         + " per run)" + (
              "; MNLI matched only (the local data has no mismatched split)"
              if "mnli" in set(done["task"]) and done["mismatched"].isna().all() else "")),
         ("FT baseline", "not run: RoBERTa's numbers (Liu et al., 2019) copied, with MRPC, RTE and "
@@ -578,21 +584,26 @@ def summary_text(df: pd.DataFrame, comparisons: pd.DataFrame) -> str:
     size = _model_size(main) / 1e6
     methods = ", ".join(METHOD_LABELS.get(m, m) for m in METHOD_LABELS if m in set(t2["method"]))
     seeds = int(t2.groupby(["task", "method"])["seed"].nunique().median()) if len(t2) else 0
+    t6 = main[main["tags"].map(lambda t: "table6" in t)]
+    t6_seeds = int(t6.groupby(["weight_type", "r"])["seed"].nunique().median()) if len(t6) else 0
     return (
         f"**What ran.** {len(main)} fine-tuning runs of **{_values(main['model'])}** "
         f"({size:.2f}M parameters; the paper: RoBERTa-base, 125M) on real GLUE data: "
         f"{', '.join(TASK_LABELS[t] for t in tasks)} (training / validation examples: {examples}). "
         f"Optimizer steps per run (batch {_values(main['batch_size'], lambda v: f'{int(v)}')}): {steps} — "
-        f"the paper trains for tens of thousands. Table 2 compares {methods} with {seeds} seeds per cell; "
-        f"Tables 5–6 vary LoRA's rank and weight types on MNLI with "
-        f"{int(main[main['tags'].map(lambda t: 'table6' in t)].groupby(['weight_type', 'r'])['seed'].nunique().median()) if len(main[main['tags'].map(lambda t: 'table6' in t)]) else 0} seeds.\n\n"
-        f"**Verdicts.** Of the paper's {len(verdicts)} claims tested on this page, {counts[claims.REPRODUCED]} "
+        f"the paper trains for tens of thousands. Table 2 compares {methods} with {seeds} "
+        f"{'seed' if seeds == 1 else 'seeds'} per cell (median); "
+        + (f"Tables 5–6 vary LoRA's rank and weight types on MNLI with {t6_seeds} "
+           f"{'seed' if t6_seeds == 1 else 'seeds'} per cell.\n\n" if t6_seeds else
+           "Tables 5–6 have not run yet.\n\n")
+        + f"**Verdicts.** Of the paper's {len(verdicts)} claims tested on this page, {counts[claims.REPRODUCED]} "
         f"{'is' if counts[claims.REPRODUCED] == 1 else 'are'} reproduced, {counts[claims.INCONCLUSIVE]} "
         f"inconclusive at this scale, {counts[claims.NOT_TESTABLE]} not testable at this budget (a run did "
-        f"not converge) and {counts[claims.NOT_REPRODUCED]} not reproduced: "
-        + "; ".join(f"{c} {v}" for c, v in verdicts.items())
-        + ". §7's claim (C5) is decided on the companion page. A small model trained for a few hundred steps "
-        "tests the claims' direction, not the paper's absolute numbers.")
+        f"not converge, a side has one seed, or a side has not run) and {counts[claims.NOT_REPRODUCED]} "
+        "not reproduced: " + "; ".join(f"{c} {v}" for c, v in verdicts.items())
+        + ". §7's claim (C5) is decided on the companion page. A small model trained for "
+        f"{_values(main['optimizer_steps'], lambda v: f'{int(v):,}')} optimizer steps tests the claims' "
+        "direction and relative size, not the paper's absolute numbers.")
 
 
 def cost_text(df: pd.DataFrame) -> str:
@@ -603,7 +614,7 @@ def cost_text(df: pd.DataFrame) -> str:
     versions = done["versions"].iloc[-1] if len(done) else {}
     commits = sorted({c[:10] for c in done["git_commit"].dropna()})
     return (
-        f"{cost['runs']} completed runs, {threads} thread(s) each, ran between {cost['first_start'][:16]} and "
+        f"{cost['runs']} completed runs, {threads} {'thread' if threads == 1 else 'threads'} each, ran between {cost['first_start'][:16]} and "
         f"{cost['last_finish'][:16]}: {cost['span_seconds'] / 3600:.2f} h of wall time, "
         f"{cost['span_seconds'] * cost['cores'] / 3600:.2f} core-hours on {cost['cores']} cores, "
         f"{cost['step_fraction']:.0%} of which went to training and evaluation steps (the rest: kernels, imports, "
