@@ -5,13 +5,18 @@ Data flows one way:
     data: glue (tasks, tokenisation, batches), metrics
       ─► model + LoRA or a baseline: models (loading, RoBERTa-base's shape), lora (the layer),
          bottleneck (adapters), methods (what trains), checkpoint (the trained tensors)
-      ─► training loop: config (the run's settings, Table 9), train
+      ─► training loop: config (the run's settings, Table 9), parameters (a notebook's
+         parameters as a run), train
       ─► run record: rundir (the run folder's one contract), machine (device, versions)
-      ─► sweep: sweep (presets, grids, resume), notebook_run (the one papermill call),
-         ray_executor (settings as Ray tasks), estimate (what a preset costs)
+      ─► sweep: presets (what each preset runs), grid (its runs, rates, resume), runner (one
+         setting's execution, the thread pool), sweep (running a grid), notebook_run (the one
+         papermill call), ray_executor (settings as Ray tasks), estimate (what a preset costs)
       ─► tables: results (records → Tables 2, 5, 6), claims (verdicts), subspace (§7),
-         paper (the published numbers), latency (Table 1), bench (speed and memory)
+         paper (the published numbers), table1 (the latency benchmark's committed results)
       ─► report: plots (figures), report (executed, rendered pages)
+
+The benchmarks (speed, memory, Table 1's latency, the GPU check) are in benchmarks/, outside the
+package: they import lora_nb, never the other way round.
 
 The LoRA core (`lora`, `bottleneck`, `methods`, `checkpoint`, `paper`, `rundir`) needs torch
 alone and is imported here; the run configuration and the training loop (transformers, datasets,

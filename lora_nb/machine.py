@@ -1,27 +1,22 @@
-"""What a run or a benchmark ran on: device name, peak memory, library versions, git commit;
-and the timing and memory helpers the benchmarks share (`timed` waits for the device).
-
-One home for these, shared by the training loop's records, the benchmarks and the GPU check.
+"""What a run or a benchmark ran on: device name, CPU name, peak memory, library versions, git
+commit. One home for these, shared by the training loop's records and the benchmarks.
 """
 
 from __future__ import annotations
 
-import gc
 import importlib
 import os
 import platform
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 
 def device_name(device: torch.device) -> str:
-    """``cuda: <GPU name>`` or ``cpu: <processor>``."""
+    """``cuda: <GPU name>`` or ``cpu: <architecture>`` (as the run records hold it)."""
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     return f"cpu: {platform.processor() or platform.machine() or 'cpu'}"
@@ -81,23 +76,12 @@ def cpu_count() -> int:
     return os.cpu_count() or 1
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for the GPU's queued work (nothing to wait for on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Wall time of `fn()` in seconds, GPU work included."""
-    synchronize(device)
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - start
-
-
-def free_memory() -> None:
-    """Collect garbage and return cached GPU memory, between measurements."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+def cpu_name() -> str:
+    """The processor's model name (/proc/cpuinfo), else its architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -60,11 +60,21 @@ def test_run_folder_file_names_live_in_one_module():
     assert holders == {"rundir.py"}, f"run-folder file names written outside rundir.py: {holders}"
 
 
+def test_nothing_in_the_package_imports_the_benchmarks():
+    """benchmarks/ imports lora_nb, never the other way round."""
+    for path in PACKAGE.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0]
+        assert not [n for n in names if n.split(".")[0] == "benchmarks"], path.name
+
+
 @pytest.mark.slow
 def test_the_benchmark_command_needs_no_test_extra():
-    """peft is the `bench` extra: `python -m lora_nb.bench --help` works where it is missing."""
-    code = ("import sys, runpy; sys.modules['peft'] = None; sys.argv = ['lora_nb.bench', '--help']; "
-            "runpy.run_module('lora_nb.bench', run_name='__main__')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    """peft is the `bench` extra: `python -m benchmarks.bench --help` works where it is missing."""
+    code = ("import sys, runpy; sys.modules['peft'] = None; sys.argv = ['benchmarks.bench', '--help']; "
+            "runpy.run_module('benchmarks.bench', run_name='__main__')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=PACKAGE.parent)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "usage" in out.stdout

@@ -1,9 +1,8 @@
-"""scripts/gpu_check.py: the whole --cpu --tiny run, the run without `datasets`, the projection's
-arithmetic, the FLOP estimate and the documented length fallback."""
+"""The GPU check (`python -m benchmarks.gpu_check`): the whole --cpu --tiny run, the run without
+`datasets`, the projection's arithmetic and the documented length fallback."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -14,29 +13,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks import gpu_check
+
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "gpu_check.py"
 GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "glue"
 SECTIONS = ("part1_step_throughput", "part2_packing", "part3_real_run", "part4_projection")
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-gpu_check = load_script()
-
-
 def run_script(*args: str, env: dict | None = None,
                timeout: float = 300) -> subprocess.CompletedProcess:
-    """scripts/gpu_check.py --cpu --tiny on one thread, offline, on the local GLUE folder."""
+    """python -m benchmarks.gpu_check --cpu --tiny on one thread, offline, on the local GLUE folder."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                 "TOKENIZERS_PARALLELISM": "false", **(env or {})}
-    return subprocess.run([sys.executable, str(SCRIPT), "--cpu", "--tiny", "--threads", "1",
+    return subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--cpu", "--tiny", "--threads", "1",
                            "--glue-dir", str(GLUE), *args], capture_output=True, text=True,
                           env=full_env, cwd=REPO, timeout=timeout)
 
@@ -102,7 +91,6 @@ def test_without_datasets_parts_1_and_3(tmp_path):
                       "--warmup", "0", "--length-sample", "500", env={"PYTHONPATH": pythonpath})
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.with_suffix(".json").read_text())
-    assert results["meta"]["lora_nb_package_imported"] is True  # the LoRA core needs no datasets
     assert results["part3_real_run"]["skipped"] == "skipped: datasets not installed"
     assert "skipped: datasets not installed" in proc.stdout
     head, rows = first_table(sections(out.read_text())["1"])
@@ -141,16 +129,6 @@ def test_paper_grid_matches_table9():
     mnli_lora = next(r for r in rows
                      if (r["table"], r["task"], r["method"]) == ("table2", "mnli", "lora"))
     assert mnli_lora["steps"] == 5 * 30 * math.ceil(392702 / 16)
-
-
-def test_step_flops_formula(one_thread):
-    assert gpu_check.step_flops("full", 10, 0, 7) == 6 * 10 * 7
-    assert gpu_check.step_flops("lora", 10, 2, 7) == 4 * 10 * 7 + 6 * 2 * 7
-    model = gpu_check.build_model(tiny=True, method="lora")
-    n, n_lora = gpu_check.matmul_parameters(model)
-    d, f, layers, r = 32, 64, 2, 8
-    assert n == layers * (4 * d * d + 2 * d * f)
-    assert n_lora == layers * 2 * r * (d + d)  # Wq and Wv: A (r×d) and B (d×r)
 
 
 def test_lognormal_fallback_means():

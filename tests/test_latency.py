@@ -1,7 +1,7 @@
-"""The inference-latency benchmark (`python -m lora_nb.latency`, paper §3 / Table 1): a quick run on
-tiny models writes every row, the noise control is near 1, the verdict rule decides hand-made
-cases, merged and unmerged LoRA compute the same logits, and bad flags stop before any model is
-built."""
+"""The inference-latency benchmark (`python -m benchmarks.latency`, paper §3 / Table 1) and its
+verdicts (`lora_nb.table1`): a quick run on tiny models writes every row, the noise control is
+near 1, the verdict rule decides hand-made cases, merged and unmerged LoRA compute the same
+logits, and bad flags stop before any model is built."""
 
 from __future__ import annotations
 
@@ -10,21 +10,12 @@ import json
 import pytest
 import torch
 
-from lora_nb import latency
-from lora_nb.latency import (
-    INCONCLUSIVE,
-    METHODS,
-    NOT_REPRODUCED,
-    REPRODUCED,
-    build_base,
-    build_methods,
-    latency_rows,
-    main,
-    random_inputs,
-    round_orders,
-    time_interleaved,
-    verdict_rows,
-)
+from benchmarks import latency
+from benchmarks.harness import build_model, random_batch, round_orders, rounds
+from benchmarks.latency import build_variants, latency_rows, main
+from lora_nb.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+from lora_nb.table1 import VARIANTS as METHODS
+from lora_nb.table1 import load_results, verdict_rows
 
 TINY_MODELS = ["tiny-bert", "tiny-roberta"]
 QUICK_SHAPES = [(1, 16), (2, 16)]
@@ -53,7 +44,7 @@ def quick_run(tmp_path_factory):
 def test_quick_run_writes_every_row(quick_run):
     tmp, data = quick_run
     assert {"command", "date", "torch", "cpu", "threads", "rows", "verdicts", "note"} <= set(data)
-    assert data["command"].startswith("python -m lora_nb.latency --models tiny-bert,tiny-roberta")
+    assert data["command"].startswith("python -m benchmarks.latency --models tiny-bert,tiny-roberta")
     assert data["threads"] == [1] and data["torch"] == torch.__version__ and data["cpu"]
     assert data["settings"]["shapes"] == ["1x16", "2x16"] and data["settings"]["warmup"] == 1
     rows = data["rows"]
@@ -80,9 +71,9 @@ def test_quick_run_writes_every_row(quick_run):
     # three claims (merged, AdapterH, AdapterL) per setting, each with a verdict
     assert len(data["verdicts"]) == 3 * len(TINY_MODELS) * len(QUICK_SHAPES)
     assert {v["verdict"] for v in data["verdicts"]} <= {REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE}
-    md = (tmp / "latency.md").read_text()
-    assert "| method | paper analogue | median ms" in md and "Table 1" in md
-    assert md.count("#### tiny-") == len(TINY_MODELS) * len(QUICK_SHAPES)
+    assert load_results(tmp) == [data]  # what the analysis reads
+    assert verdict_rows(data["rows"]) == data["verdicts"]
+    assert (tmp / "latency.md").stat().st_size > 0
     for suffix in (".png", ".svg"):
         assert (tmp / f"latency_overhead{suffix}").stat().st_size > 0
 
@@ -99,16 +90,16 @@ def test_ratios_are_paired_per_round():
     assert rows["houlsby"]["ratio_of_mins"] == pytest.approx(1.1)
 
 
-def test_interleave_runs_each_method_once_per_round():
+def test_rounds_run_each_callable_once_per_round():
     calls = []
-    models = {name: (lambda name=name, **_: calls.append(name)) for name in "ABCD"}
-    times = time_interleaved(models, {}, warmup=2, passes=30)
-    assert {k: len(v) for k, v in times.items()} == {k: 30 for k in "ABCD"}
-    rounds = [calls[i:i + 4] for i in range(0, len(calls), 4)]
-    assert len(rounds) == 32 and all(sorted(r) == list("ABCD") for r in rounds)
-    assert rounds == round_orders(list("ABCD"), 32)  # seeded: the same order run after run
+    fns = {name: (lambda name=name: calls.append(name)) for name in "ABCD"}
+    times = rounds(fns, warmup=2, measured=30)
+    assert {k: len(v.times) for k, v in times.items()} == {k: 30 for k in "ABCD"}
+    orders = [calls[i:i + 4] for i in range(0, len(calls), 4)]
+    assert len(orders) == 32 and all(sorted(r) == list("ABCD") for r in orders)
+    assert orders == round_orders(list("ABCD"), 32)  # seeded: the same order run after run
     # the order changes: "A" does not always run right after the same method
-    before_a = {(r[-1] if r[0] == "A" else r[r.index("A") - 1]) for r in rounds}
+    before_a = {(r[-1] if r[0] == "A" else r[r.index("A") - 1]) for r in orders}
     assert len(before_a) > 1
 
 
@@ -178,10 +169,10 @@ def test_largest_overhead_is_marked_per_model_and_method():
 def test_benchmark_models_compute_what_they_should(name, one_thread):
     """In the benchmark's setup merged LoRA computes unmerged LoRA's logits (a fair comparison),
     B is nonzero (not the base model), the adapters are not the identity, base_copy is base."""
-    models = build_methods(build_base(name))
+    models = build_variants(build_model(name).eval())
     assert set(models) == set(METHODS)
     assert all(not m.training for m in models.values())
-    inputs = random_inputs(models["base"], 2, 16)
+    inputs = random_batch(models["base"].config, 2, 16, labels=False)
     with torch.inference_mode():
         outputs = {k: m(**inputs, output_hidden_states=True) for k, m in models.items()}
     out = {k: o.logits for k, o in outputs.items()}
@@ -199,16 +190,16 @@ def test_benchmark_models_compute_what_they_should(name, one_thread):
     (["--shapes", "0x128"], "batch and length must be >= 1"),
     (["--shapes", "1by128"], "BATCHxLENGTH"),
     (["--threads", "0"], "must be >= 1"),
-    (["--models", "gpt2"], "unknown model"),
+    (["--models", "gpt2"], "unknown"),
     (["--passes-small", "0"], "must be >= 1"),
-    (["--models", "tiny-bert", "--shapes", "1x600"], "longer than tiny-bert's 512"),
+    (["--models", "tiny-bert", "--shapes", "1x600"], "longer than the models' 512"),
     (["--out", "latency.md"], "--out"),
 ])
 def test_bad_flags_exit_2_before_building(argv, message, monkeypatch, capsys, tmp_path):
     def no_build(*_args, **_kw):
         raise AssertionError("a model was built")
 
-    monkeypatch.setattr(latency, "build_base", no_build)
+    monkeypatch.setattr(latency, "build_model", no_build)
     monkeypatch.setattr(latency, "measure", no_build)
     with pytest.raises(SystemExit) as exc:
         main([*argv] if "--out" in argv else [*argv, "--out", str(tmp_path / "x.json")])
@@ -219,10 +210,9 @@ def test_bad_flags_exit_2_before_building(argv, message, monkeypatch, capsys, tm
 def test_real_model_builders(monkeypatch, one_thread):
     """all-MiniLM-L6-v2 loads offline with a 2-label head, in eval mode; the RoBERTa-base shape is
     roberta-base's config (checked without building its 125M random weights)."""
-    minilm = build_base("minilm")
+    minilm = build_model("minilm")
     assert minilm.config.model_type == "bert" and minilm.config.num_labels == 2
     assert (minilm.config.num_hidden_layers, minilm.config.hidden_size) == (6, 384)
-    assert not minilm.training
 
     from transformers import AutoModelForSequenceClassification
 
@@ -233,7 +223,7 @@ def test_real_model_builders(monkeypatch, one_thread):
         return torch.nn.Linear(1, 1)
 
     monkeypatch.setattr(AutoModelForSequenceClassification, "from_config", fake_from_config)
-    build_base("roberta-base-shape")
+    build_model("roberta-base-shape")
     config = seen["config"]
     assert config.model_type == "roberta" and config.num_labels == 2
     assert (config.num_hidden_layers, config.hidden_size, config.intermediate_size) == (12, 768, 3072)

@@ -1,7 +1,7 @@
 """Measure the paper's setting on one GPU: step throughput, packing, a real run, a projection.
 
-    python scripts/gpu_check.py --out report/gpu.md                    # on the GPU machine
-    python scripts/gpu_check.py --cpu --tiny --out /tmp/gpu.md         # the same code, on a CPU
+    python -m benchmarks.gpu_check --out report/gpu.md                 # on the GPU machine
+    python -m benchmarks.gpu_check --cpu --tiny --out /tmp/gpu.md      # the same code, on a CPU
 
 Parts (``--parts``, default all):
 
@@ -9,7 +9,8 @@ Parts (``--parts``, default all):
    (r = 8, α = 8 on Wq, Wv) and full fine-tuning, batch 16 and 128, sequence lengths drawn from
    SST-2's and MNLI's token-length distributions (batches grouped by length as the project's
    training loader groups them, each padded to its longest), fp32 and bf16 autocast; tokens/s
-   (non-pad), ms/step, peak GPU memory, achieved FLOP/s against a measured matmul rate;
+   (non-pad), ms/step, peak GPU memory, achieved FLOP/s (`FlopCounterMode`) against a measured
+   matmul rate;
 2. packing: 1, 2, 4, 8 concurrent LoRA training processes (batch 16) on the one device,
    aggregate tokens/s and per-run slowdown;
 3. a real run through ``lora_nb.train.run``: all-MiniLM-L6-v2 (``--model``), LoRA and full
@@ -17,10 +18,10 @@ Parts (``--parts``, default all):
    with a note when it is missing);
 4. a projection of the ``paper`` preset's GPU-hours from parts 1 and 2.
 
-Only ``lora_nb``'s torch-only modules are needed for parts 1, 2 and 4 (``lora_nb.lora``,
-``lora_nb.methods``); when ``datasets`` is missing the package is imported without running its
-``__init__``, and Table 9 is read from the package's CSV. Writes Markdown to ``--out`` and JSON
-beside it (``.json``), and prints the Markdown.
+Parts 1, 2 and 4 need no ``datasets`` (the GPU machine may lack it): they build models, batches and
+steps with `benchmarks.harness` and read Table 9 from the package's CSV when ``lora_nb.config``
+does not import. Writes Markdown to ``--out`` and JSON beside it (``.json``), and prints the
+Markdown.
 """
 
 from __future__ import annotations
@@ -31,14 +32,12 @@ import json
 import math
 import multiprocessing as mp
 import os
-import platform
 import queue
 import shlex
 import sys
 import tempfile
 import time
 import traceback
-import types
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import median
@@ -46,17 +45,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from torch.utils import benchmark
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from benchmarks.harness import (GiB, at_least, build_model, comma_list, flops, free_memory,
+                                markdown_table, matmul_rate, peak_memory_reset, random_batch,
+                                train_step, trainable_parameters)
+from lora_nb.estimate import GLUE_TRAIN_SIZES
+from lora_nb.machine import device_name
+from lora_nb.rundir import REPO_ROOT
 
-# lora_nb's core and these two modules load no transformers or datasets.
-from lora_nb.estimate import GLUE_TRAIN_SIZES  # noqa: E402
-from lora_nb.machine import free_memory, synchronize, timed  # noqa: E402
-
-DEFAULT_GLUE_DIR = REPO.parent / "shared" / "glue"
-GiB = 2**30
+DEFAULT_GLUE_DIR = REPO_ROOT.parent / "shared" / "glue"
 
 # ---------------------------------------------------------------- constants
 
@@ -89,27 +87,6 @@ TASK_DISTRIBUTION: dict[str, str] = {"sst2": "sst2", "cola": "sst2", "mnli": "mn
 PROJECTION_METHODS = ("lora", "full", "bitfit", "head")
 FULL_FT_EPOCHS_FALLBACK = 10  # lora_nb.config.FULL_FT_EPOCHS
 MEGABATCH = 50  # transformers' LengthGroupedSampler: sort 50 batches' worth of examples by length
-PAD_ID = 1  # RoBERTa's pad id (harmless for the BERT-shaped tiny model)
-
-
-# ---------------------------------------------------------------- lora_nb without `datasets`
-
-
-def import_lora_nb() -> bool:
-    """Make ``lora_nb.lora`` and ``lora_nb.methods`` importable; True if the whole package imports.
-
-    The package's ``__init__`` needs torch alone (its core is tested to load no transformers or
-    datasets); should it fail on a machine with a partial install, an empty package module
-    pointing at the source folder stands in for it, so the torch-only submodules still import."""
-    try:
-        import lora_nb  # noqa: F401
-        return True
-    except ImportError:
-        package = types.ModuleType("lora_nb")
-        package.__path__ = [str(REPO / "lora_nb")]  # type: ignore[attr-defined]
-        package.__file__ = str(REPO / "lora_nb" / "__init__.py")
-        sys.modules["lora_nb"] = package
-        return False
 
 
 def paper_grid() -> tuple[dict[str, tuple[int, int, float]], int, str]:
@@ -122,7 +99,7 @@ def paper_grid() -> tuple[dict[str, tuple[int, int, float]], int, str]:
 
         grid = {r["task"]: (int(r["batch_size"]), int(r["epochs"]), float(r["learning_rate"]))
                 for r in reference_rows("table9")}
-        source = f"{table_path('table9').relative_to(REPO)} (lora_nb.config not importable)"
+        source = f"{table_path('table9').relative_to(REPO_ROOT)} (lora_nb.config not importable)"
         return grid, FULL_FT_EPOCHS_FALLBACK, source
 
 
@@ -240,80 +217,16 @@ def step_lengths(dist: LengthDistribution, batch: int, warmup: int, steps: int,
     return warm, batch_lengths(dist, batch, steps, seed)
 
 
-def make_batch(lengths: np.ndarray, vocab_size: int, num_labels: int, device: torch.device,
-               gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """Random token ids (no special ids 0-2), each row padded to the batch's longest."""
-    b, n = len(lengths), int(lengths.max())
-    ids = torch.randint(3, vocab_size, (b, n), generator=gen)
-    mask = (torch.arange(n)[None, :] < torch.as_tensor(lengths)[:, None]).long()
-    ids = ids.masked_fill(mask == 0, PAD_ID)
-    labels = torch.randint(0, num_labels, (b,), generator=gen)
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device),
-            "labels": labels.to(device)}
+def make_batch(lengths: np.ndarray, vocab_size: int, device: torch.device, seed: int) -> dict:
+    """Random token ids of one batch of `lengths`, each row padded to the batch's longest."""
+    config = argparse.Namespace(vocab_size=vocab_size, num_labels=2)
+    return random_batch(config, len(lengths), [int(n) for n in lengths], device, seed)
 
 
-# ---------------------------------------------------------------- models, steps, FLOPs
-
-
-def model_config(tiny: bool):
-    """RoBERTa-base's shape (its config.json: `RobertaConfig()` with 514 positions, one token
-    type), or with --tiny a 2-layer hidden-32 RoBERTa with a 1000-token vocabulary."""
-    from lora_nb.models import roberta_base_config, tiny_config
-
-    if tiny:
-        return tiny_config(vocab_size=1000, intermediate_size=64, max_position_embeddings=514,
-                           type_vocab_size=1)
-    return roberta_base_config()
-
-
-def build_model(tiny: bool, method: str, seed: int = 0) -> torch.nn.Module:
-    """A random-weight classifier prepared by ``lora_nb.methods.prepare_model`` for `method`:
-    ``lora`` (r = 8, α = 8 on Wq, Wv; Table 9) or ``full``."""
-    from transformers import AutoModelForSequenceClassification
-    from lora_nb.lora import LoRAConfig
-    from lora_nb.methods import prepare_model
-
-    torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_config(model_config(tiny))
-    if method == "lora":
-        return prepare_model(model, "lora", LoRAConfig(("q", "v"), 8, 8.0))
-    return prepare_model(model, method)
-
-
-def matmul_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(N, N_lora): entries of the encoder's linear weights (Wq, Wk, Wv, Wo, the feed-forward
-    pair of every layer; the head and the embeddings excluded), and of the LoRA matrices."""
-    n = sum(m.in_features * m.out_features for name, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) and ".encoder." in f".{name}.")
-    n_lora = sum(p.numel() for name, p in model.named_parameters()
-                 if name.endswith((".lora_A", ".lora_B")))
-    return n, n_lora
-
-
-def step_flops(method: str, n: int, n_lora: int, tokens: int) -> float:
-    """Matmul FLOPs of one training step over `tokens` positions (padding included: the device
-    computes it), by the standard estimate (Kaplan et al., 2020): a weight with N entries costs
-    2·N FLOPs per token forward, and backward 2·N for its input's gradient plus 2·N for its own.
-
-        full:  2·N·T + 4·N·T                          = 6·N·T
-        lora:  2·N·T + 2·N·T (input gradients through the frozen weights, no weight gradients)
-               + 6·N_lora·T (A and B: forward, input and weight gradients)
-                                                      = 4·N·T + 6·N_lora·T
-
-    N = the encoder's linear weights, L·(4·d² + 2·d·f) (85M for RoBERTa-base); embeddings are
-    lookups, the head sees one token per sequence, and attention's score and value products
-    (4·n·d per token and layer forward, n the padded length) are left out: n/(6·d) of the linear
-    work, under 3% at n ≤ 128 and d = 768 (not so for the tiny model).
-    """
-    if method == "full":
-        return 6.0 * n * tokens
-    if method == "lora":
-        return 4.0 * n * tokens + 6.0 * n_lora * tokens
-    raise ValueError(f"method: {method!r}; step_flops knows full and lora")
-
-
-def autocast_context(device: torch.device, bf16: bool) -> torch.autocast:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+def model_name(tiny: bool) -> str:
+    """RoBERTa-base's shape (random weights), or with --tiny a 2-layer hidden-32 RoBERTa with a
+    1,000-token vocabulary (`benchmarks.harness.model_config`)."""
+    return "tiny-1k" if tiny else "roberta-base-shape"
 
 
 def bf16_works(device: torch.device) -> bool:
@@ -322,7 +235,7 @@ def bf16_works(device: torch.device) -> bool:
         return torch.cuda.is_bf16_supported()
     try:
         layer = torch.nn.Linear(8, 8)
-        with autocast_context(device, True):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             out = layer(torch.randn(4, 8))
         out.float().sum().backward()
         return out.dtype == torch.bfloat16
@@ -330,33 +243,11 @@ def bf16_works(device: torch.device) -> bool:
         return False
 
 
-def make_train_step(model: torch.nn.Module, device: torch.device) -> Callable[[dict, bool], None]:
-    """One optimisation step as ``lora_nb.train`` takes it: forward, backward, gradient
-    clipping to norm 1, AdamW step, zero_grad."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.0,
-                                  fused=device.type == "cuda")
-    model.train()
-
-    def step(batch: dict, bf16: bool) -> None:
-        with autocast_context(device, bf16):
-            loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
-
-
-def matmul_rate(device: torch.device, size: int, dtype: torch.dtype, warmup: int,
-                reps: int) -> dict:
-    """FLOP/s of a size³ matmul (2·size³ FLOPs), median over `reps` after `warmup`."""
-    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
-    times = [timed(lambda: a @ b, device) for _ in range(warmup + reps)][warmup:]
-    del a, b
-    return {"size": size, "dtype": str(dtype).removeprefix("torch."),
-            "median_ms": 1000 * median(times), "flops_per_s": 2 * size**3 / median(times)}
+def timed(fn: Callable[[], object]) -> float:
+    """Seconds `fn()` takes, accelerator work included (`benchmark.timer` waits for it)."""
+    start = benchmark.timer()
+    fn()
+    return benchmark.timer() - start
 
 
 # ---------------------------------------------------------------- part 1
@@ -367,34 +258,30 @@ def part_step_throughput(args: argparse.Namespace, device: torch.device,
     """Part 1: training steps of LoRA and FT, every batch × distribution × precision."""
     precisions = ["fp32"] + (["bf16"] if bf16_works(device) else [])
     size = args.matmul_size or (8192 if device.type == "cuda" else 512)
-    reps = 10 if device.type == "cuda" else 5
-    rates = {p: matmul_rate(device, size, torch.bfloat16 if p == "bf16" else torch.float32, 3,
-                            reps) for p in precisions}
+    rates = {p: matmul_rate(device, size, dtype=torch.bfloat16 if p == "bf16" else torch.float32)
+             for p in precisions}
     rows: list[dict] = []
     counts: dict[str, dict[str, int]] = {}
     for method in ("lora", "full"):
-        model = build_model(args.tiny, method).to(device)
-        n, n_lora = matmul_parameters(model)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        counts[method] = {"N": n, "N_lora": n_lora, "trainable": trainable}
-        step = make_train_step(model, device)
+        model = build_model(model_name(args.tiny), method).to(device)
+        trainable = trainable_parameters(model)
+        counts[method] = {"trainable": trainable}
+        steps = {p: train_step(model, device, bf16=p == "bf16", lr=1e-5) for p in precisions}
         for dist_name, dist in dists.items():
             for batch in args.batches:
                 warm, measured = step_lengths(dist, batch, args.warmup, args.steps,
                                               seed=batch)
-                gen = torch.Generator().manual_seed(batch)
-                batches = [make_batch(l, model.config.vocab_size, 2, device, gen)
-                           for l in warm + measured]
+                batches = [make_batch(l, model.config.vocab_size, device, seed=batch + i)
+                           for i, l in enumerate(warm + measured)]
+                # FlopCounterMode's count of each measured step (padding included: the device
+                # computes it), taken on a step of its own before the timed ones.
+                counted = sum(flops(lambda b=b: steps["fp32"](b)) for b in batches[len(warm):])
                 for precision in precisions:
-                    bf16 = precision == "bf16"
-                    if device.type == "cuda":
-                        torch.cuda.reset_peak_memory_stats(device)
-                    times = [timed(lambda b=b: step(b, bf16), device) for b in batches]
+                    peak_memory_reset(device)
+                    times = [timed(lambda b=b: steps[precision](b)) for b in batches]
                     times = times[len(warm):]
                     real = sum(int(l.sum()) for l in measured)
                     padded = sum(len(l) * int(l.max()) for l in measured)
-                    flops = sum(step_flops(method, n, n_lora, len(l) * int(l.max()))
-                                for l in measured)
                     rows.append({
                         "distribution": dist_name, "method": method, "batch": batch,
                         "precision": precision, "trainable": trainable,
@@ -404,13 +291,13 @@ def part_step_throughput(args: argparse.Namespace, device: torch.device,
                         "ms_max": 1000 * max(times), "tokens_per_s": real / sum(times),
                         "peak_gib": torch.cuda.max_memory_allocated(device) / GiB
                         if device.type == "cuda" else None,
-                        "tflops": flops / sum(times) / 1e12,
-                        "fraction_of_matmul": flops / sum(times) / rates[precision]["flops_per_s"],
+                        "tflops": counted / sum(times) / 1e12,
+                        "fraction_of_matmul": counted / sum(times) / rates[precision]["flops_per_s"],
                     })
                 del batches
-        del model, step
+        model = steps = None
         free_memory()
-    return {"matmul": rates, "matmul_parameters": counts,
+    return {"matmul": rates, "parameters": counts,
             "precisions": precisions, "warmup": args.warmup, "steps": args.steps,
             "distributions": {k: {"source": d.source, "mean_tokens": d.mean}
                               for k, d in dists.items()},
@@ -433,25 +320,24 @@ def packing_worker(rank: int, spec: dict, ready, go, results) -> None:
     """One packed LoRA training process: build, warm up, report ready, wait for `go`, then train
     for `spec["seconds"]` and report steps, tokens and step times."""
     try:
-        import_lora_nb()
         torch.set_num_threads(spec["threads"])
         device = torch.device(spec["device"])
         dist = LengthDistribution(**spec["distribution"])
-        model = build_model(spec["tiny"], "lora", seed=rank).to(device)
-        step = make_train_step(model, device)
+        model = build_model(model_name(spec["tiny"]), "lora", seed=rank).to(device)
+        step = train_step(model, device, bf16=spec["bf16"], lr=1e-5)
         lengths = batch_lengths(dist, spec["batch"], 200, seed=1000 + rank)
-        gen = torch.Generator().manual_seed(rank)
-        batches = [make_batch(l, model.config.vocab_size, 2, device, gen) for l in lengths]
+        batches = [make_batch(l, model.config.vocab_size, device, seed=rank * 1000 + i)
+                   for i, l in enumerate(lengths)]
         for b in batches[:spec["warmup"]]:
-            step(b, spec["bf16"])
-        synchronize(device)
+            step(b)
+        benchmark.timer()  # waits for the device
         ready.put(rank)
         go.wait()
         times: list[float] = []
         tokens, i, start = 0, 0, time.perf_counter()
         while time.perf_counter() - start < spec["seconds"]:
             b = batches[i % len(batches)]
-            times.append(timed(lambda: step(b, spec["bf16"]), device))
+            times.append(timed(lambda: step(b)))
             tokens += int(lengths[i % len(lengths)].sum())
             i += 1
         elapsed = time.perf_counter() - start
@@ -677,25 +563,11 @@ def mean_tokens_table(glue_dir: Path | None, tokenizer: Any, tokenizer_name: str
 
 
 def fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value).replace("|", "\\|")
+    return "–" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def plural(n: int | None, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "es" if word.endswith("s") else "s")
-
-
-def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def render(results: dict) -> str:
@@ -717,9 +589,9 @@ def render(results: dict) -> str:
                        f"{m['flops_per_s'] / 1e12:.4g} TFLOP/s")
         out.append(f"- median over {p1['steps']} steps after {p1['warmup']} warm-up; batches "
                    "grouped by length, padded to their longest; tokens/s counts non-pad tokens; "
-                   "FLOPs (6·N·T full, 4·N·T + 6·N_lora·T LoRA, T padded) against the matmul "
+                   "FLOPs counted by FlopCounterMode (padding included) against the matmul "
                    "rate of the same precision\n")
-        out.append(md_table(
+        out.append(markdown_table(
             ["lengths", "method", "batch", "precision", "trainable", "mean len", "pad %",
              "ms/step", "min ms", "max ms", "tokens/s", "peak GiB", "TFLOP/s", "% of matmul"],
             [[r["distribution"], r["method"], r["batch"], r["precision"], r["trainable"],
@@ -734,7 +606,7 @@ def render(results: dict) -> str:
         out.append(f"- each process: LoRA, batch 16, {p2['distribution']} lengths, "
                    f"{p2['precision']}, {p2['seconds']} s of training after warm-up, all started "
                    "together\n")
-        out.append(md_table(
+        out.append(markdown_table(
             ["processes", "aggregate tokens/s", "tokens/s per run", "ms/step", "slowdown per run",
              "aggregate vs 1", "steps", "peak GiB per process"],
             [[r["processes"], r["aggregate_tokens_per_s"], r["per_run_tokens_per_s"],
@@ -756,7 +628,7 @@ def render(results: dict) -> str:
                    f"eval examples {s['max_eval_samples'] or 'all'}, mixed precision "
                    f"{p3['mixed_precision']}\n")
         ok = [r for r in p3["rows"] if "error" not in r]
-        out.append(md_table(
+        out.append(markdown_table(
             ["method", "lr", "train ex.", "val ex.", "steps/epoch", "train s/epoch",
              "eval s/epoch", "ms/step", "tokens/s", "accuracy per epoch", "best accuracy",
              "peak GiB"],
@@ -782,7 +654,7 @@ def render(results: dict) -> str:
                    "tasks; the batch-32 tasks (cola, qnli, rte) at this batch's rate")
         out.append("- tokens per example: " + "; ".join(
             f"{t} {m['tokens']:.1f} ({m['source']})" for t, m in p4["mean_tokens"].items()) + "\n")
-        out.append(md_table(
+        out.append(markdown_table(
             ["table", "task", "method", "runs", "batch", "epochs", "steps", "tokens", "tokens/s",
              "ms/step", "device-hours"],
             [[r["table"], r["task"], r["method"], r["runs"], r["batch"], r["epochs"], r["steps"],
@@ -791,7 +663,7 @@ def render(results: dict) -> str:
         for r in p4["rows"]:
             by_method[f"{r['table']} {r['method']}"] = by_method.get(
                 f"{r['table']} {r['method']}", 0.0) + r["hours"]
-        out.append("\n" + md_table(["part of the sweep", "device-hours (1 process)"],
+        out.append("\n" + markdown_table(["part of the sweep", "device-hours (1 process)"],
                                    [[k, v] for k, v in by_method.items()]
                                    + [["total", p4["total_hours_one_process"]]]))
         if p4["packing_speedup"]:
@@ -808,19 +680,12 @@ def render(results: dict) -> str:
 # ---------------------------------------------------------------- command line
 
 
-def _ints(s: str) -> list[int]:
-    values = [int(x) for x in s.split(",") if x.strip()]
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{s!r}: comma-separated positive integers")
-    return values
-
-
 def _optional_int(s: str) -> int | None:
     return None if s.lower() in ("none", "all", "") else int(s)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python scripts/gpu_check.py",
+    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="report/gpu.md",
                    help="Markdown report; the JSON goes beside it (default: report/gpu.md)")
@@ -829,7 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true",
                    help="a 2-layer hidden-32 model, few steps, packing 1 and 2, part 3 on 64 "
                    "examples for 1 epoch at max length 64 (default: off)")
-    p.add_argument("--parts", type=_ints, default=[1, 2, 3, 4],
+    p.add_argument("--parts", type=comma_list(at_least(1)), default=[1, 2, 3, 4],
                    help="comma-separated parts to run (default: 1,2,3,4)")
     p.add_argument("--model", default="all-MiniLM-L6-v2",
                    help="part 3's model: an alias or a local folder; its tokenizer also counts "
@@ -838,13 +703,13 @@ def build_parser() -> argparse.ArgumentParser:
                    default=str(DEFAULT_GLUE_DIR) if DEFAULT_GLUE_DIR.is_dir() else None,
                    help=f"GLUE parquet folder (default: {DEFAULT_GLUE_DIR} if it exists, else "
                    "none: lengths from the fallback, part 3 from the Hub)")
-    p.add_argument("--batches", type=_ints, default=[16, 128],
+    p.add_argument("--batches", type=comma_list(at_least(1)), default=[16, 128],
                    help="part 1's per-device batch sizes (default: 16,128)")
     p.add_argument("--warmup", type=int, default=None,
                    help="unmeasured warm-up steps per configuration (default: 5; 1 with --tiny)")
     p.add_argument("--steps", type=int, default=None,
                    help="measured steps per configuration (default: 20; 3 with --tiny)")
-    p.add_argument("--packing", type=_ints, default=None,
+    p.add_argument("--packing", type=comma_list(at_least(1)), default=None,
                    help="part 2's process counts (default: 1,2,4,8; 1,2 with --tiny)")
     p.add_argument("--packing-seconds", type=float, default=None,
                    help="measured seconds per packed process (default: 15; 2 with --tiny)")
@@ -892,7 +757,6 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
-    whole_package = import_lora_nb()
     try:
         from transformers.utils import logging as hf_logging
         hf_logging.set_verbosity_error()
@@ -906,14 +770,11 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer, tokenizer_name = load_tokenizer(args.model, args.tiny)
     dists = {t: length_distribution(t, glue_dir, tokenizer, tokenizer_name, max_length,
                                     args.length_sample) for t in DISTRIBUTIONS}
-    device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
-                   else f"cpu ({platform.processor() or platform.machine()})")
     results: dict = {"meta": {
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-        "date": dt.datetime.now().isoformat(timespec="seconds"), "device": device_name,
+        "date": dt.datetime.now().isoformat(timespec="seconds"), "device": device_name(device),
         "torch": torch.__version__, "transformers": transformers_version,
         "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "lora_nb_package_imported": whole_package,
         "model_shape": "tiny RoBERTa (2 layers, hidden 32, vocab 1000)" if args.tiny
         else "RoBERTa-base shape (12 layers, hidden 768, random weights)",
         "allow_tf32": torch.backends.cuda.matmul.allow_tf32, "args": vars(args)}}
