@@ -32,7 +32,8 @@ from .bottleneck import AdapterConfig, add_adapters, get_adapter_config
 from .lora import LoRAConfig, add_lora, get_lora_config
 from .methods import ADAPTER_METHODS, is_head_parameter, is_lora_parameter, is_trained
 from .peft_format import read_peft, write_peft
-from .rundir import ADAPTER_FILE, COMMITTED_RECORDS, COMPLETED, RECORD_FILE, display_path, find_adapter
+from .rundir import (ADAPTER_FILE, COMMITTED_RECORDS, RECORD_FILE, display_path, find_adapter,
+                     is_completed, load_record)
 
 
 def trained_state_dict(model: nn.Module, include_head: bool = True) -> dict[str, torch.Tensor]:
@@ -214,13 +215,13 @@ def export_peft(run: str | os.PathLike, out_dir: str | os.PathLike, lora_only: b
     if not record_path.is_file():
         raise FileNotFoundError(f"no run record at {record_path}: give a run folder, a record "
                                 "(report/records/<id>.json) or a committed run's id")
-    record = json.loads(record_path.read_text())
+    record = load_record(record_path)
     method = record["config"]["method"]
     if method != "lora":
         kind = " (bottleneck adapters)" if method in ADAPTER_METHODS else ""
         raise ValueError(f"run {run_id}: method {method!r}{kind} has no peft equivalent; only LoRA "
                          "runs export (peft's LoRA format holds LoRA matrices and a head)")
-    if record.get("status") != COMPLETED or "best_metric" not in record:
+    if not is_completed(record) or "best_metric" not in record:
         raise ValueError(f"run {run_id} is {record.get('status')!r} with no best evaluation: "
                          "only a completed run exports")
     adapter = find_adapter(run.parent, run_id)

@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from .rundir import is_completed
+
 # GLUE training split sizes (Wang et al., 2019; the Hub's nyu-mll/glue).
 GLUE_TRAIN_SIZES = {"mnli": 392_702, "sst2": 67_349, "mrpc": 3_668, "cola": 8_551, "qnli": 104_743,
                     "qqp": 363_846, "rte": 2_490, "stsb": 5_749}
@@ -127,7 +129,7 @@ def measured_rates(records: list[dict]) -> dict[str, tuple[float, float]]:
 
     per: dict[str, list[tuple[float, float]]] = {}
     for r in records:
-        if r.get("status") != "completed" or not r.get("train_tokens_per_s"):
+        if not is_completed(r) or not r.get("train_tokens_per_s"):
             continue
         threads = r.get("torch_threads") or 1
         examples = sum(r.get("data", {}).get("eval_examples", {}).values()) * len(r.get("evaluations", []))

@@ -20,6 +20,7 @@ import statistics
 from typing import Iterable
 
 from .convergence import DEV_SPLIT
+from .rundir import is_completed
 
 MAX_EXTENSIONS = 2  # rates added beyond each edge of a grid, at most
 
@@ -38,7 +39,7 @@ def choose_rate(records: Iterable[dict]) -> float | None:
     ran at several rates; None when none completed. Ties go to the smaller rate."""
     by_rate: dict[float, list[dict]] = {}
     for r in records:
-        if r.get("status") == "completed":
+        if is_completed(r):
             by_rate.setdefault(float(r["config"]["learning_rate"]), []).append(r)
     if not by_rate:
         return None
