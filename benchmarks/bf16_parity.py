@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 
 from lora_nb.config import RunConfig
-from lora_nb.rundir import COMPLETED, read_record
+from lora_nb.rundir import is_completed, read_record
 from lora_nb.presets import PRESETS
 from lora_nb.train import run
 
@@ -46,7 +46,7 @@ def main() -> None:
             for seed in seeds:
                 out = Path(args.runs_dir) / f"sst2-{method}-{precision}-s{seed}"
                 record = read_record(out)
-                if not record or record.get("status") != COMPLETED:
+                if not is_completed(record):
                     config = RunConfig(**common, method=method, learning_rate=rate, seed=seed,
                                        mixed_precision=precision, output_dir=str(out))
                     record = run(config, progress=False)

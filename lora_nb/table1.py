@@ -29,8 +29,8 @@ VARIANT_LABELS = {
     "houlsby": "Houlsby adapter (m=8)",
     "pfeiffer": "Pfeiffer adapter (m=16, after the MLP)",
 }
-# The adapters timed, as the benchmark builds them (AdapterH m = 8; AdapterL m = 16 after the MLP).
-ADAPTERS = ("houlsby", "pfeiffer")
+# The adapter variants, as the benchmark builds them (AdapterH m = 8; AdapterL m = 16 after the MLP).
+ADAPTER_VARIANTS = ("houlsby", "pfeiffer")
 
 
 def _paper_table1() -> dict[str, float]:
@@ -89,7 +89,7 @@ def verdict_rows(rows: list[dict]) -> list[dict]:
                              "base_copy row, the noise control the verdicts need")
         noise = by_method["base_copy"]
         lo, hi = noise["ratio_min"], noise["ratio_max"]
-        for method in ("lora_merged", *ADAPTERS):
+        for method in ("lora_merged", *ADAPTER_VARIANTS):
             if method not in by_method:
                 continue
             r = by_method[method]
@@ -122,7 +122,7 @@ def verdict_rows(rows: list[dict]) -> list[dict]:
                         "overhead_pct": 100 * (r["ratio_median"] - 1), "verdict": verdict,
                         "note": note, "largest_overhead": False})
     for model in {v["model"] for v in out}:
-        for method in ADAPTERS:
+        for method in ADAPTER_VARIANTS:
             mine = [v for v in out if v["model"] == model and v["method"] == method]
             if mine:
                 max(mine, key=lambda v: v["overhead_pct"])["largest_overhead"] = True
