@@ -78,3 +78,14 @@ def test_the_benchmark_command_needs_no_test_extra():
                          cwd=PACKAGE.parent)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "usage" in out.stdout
+
+
+def test_training_and_the_sweep_import_no_analysis():
+    """Layers: the run (config, parameters, train), the sweep (presets, grid, runner, sweep) and
+    the run folder read no tables, claims, figures or pages; only `--report` renders them."""
+    analysis = {"results", "claims", "subspace", "plots", "report", "table1"}
+    allowed = {("sweep", "report")}  # python -m lora_nb.sweep --report, imported there
+    for name in ("config", "parameters", "train", "presets", "grid", "runner", "sweep", "rundir",
+                 "estimate", "tuning", "convergence", "metrics", "glue", "models", "machine"):
+        found = {(name, dep) for dep in _imports(PACKAGE / f"{name}.py") & analysis}
+        assert found <= allowed, f"{name} imports {sorted(d for _, d in found - allowed)}"
