@@ -379,3 +379,14 @@ def test_a_figure_drawn_in_two_processes_is_byte_identical(tmp_path):
         subprocess.run([sys.executable, "-c", script, str(tmp_path / name)], check=True)
     for suffix in (".png", ".svg"):
         assert (tmp_path / f"a{suffix}").read_bytes() == (tmp_path / f"b{suffix}").read_bytes()
+
+
+def test_the_table2_figure_shows_the_chosen_rate_only(tmp_path):
+    from lora_nb import plots
+
+    df = _tuning_runs(tmp_path, {("lora", 3e-4): 0.70, ("lora", 1e-3): 0.80, ("lora", 3e-3): 0.75})
+    fig = plots.accuracy_vs_parameters(df)
+    from matplotlib.collections import PathCollection
+
+    rings = [c for c in fig.axes[0].collections if isinstance(c, PathCollection)]
+    assert sum(len(c.get_offsets()) for c in rings) == 1  # one seed at the chosen rate, not three rates
