@@ -117,6 +117,11 @@ def accuracy_vs_parameters(df: pd.DataFrame, path=None) -> plt.Figure:
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.tick_params(labelsize=9)
         ax.margins(x=0.25, y=0.12)
+        low, high = ax.get_ylim()
+        if high - low < 1.0:  # a panel of near-equal scores: at least one point of scale, no offset
+            mid = (low + high) / 2
+            ax.set_ylim(mid - 0.5, mid + 0.5)
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
     fig.supxlabel("trainable parameters, head included (log scale)", fontsize=10)
     fig.supylabel("best validation score (metric × 100)", fontsize=10)
     handles = [Line2D([], [], color=METHOD_COLORS.get(m), marker=METHOD_MARKERS.get(m, "o"), linestyle="",
