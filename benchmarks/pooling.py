@@ -10,7 +10,7 @@ all-MiniLM-L6-v2 was trained as a mean-pooled sentence encoder. Two measurements
    frozen-encoder (head-only) run should at least approach.
 2. Training: head-only and LoRA (Wq,Wv, r = 8) with the reference preset's STS-B settings,
    seed 0, reading [CLS] and the mean. LoRA's mean-pooled run is the convergence study's
-   (`--study-records`, report/converged/records) when it is there; every other run is an
+   (`--study-records`, report/records) when it is there; every other run is an
    ordinary run record under --runs-dir (completed runs are kept: a second call only prints).
 
 Prints one table: per read-out and method, the best validation Pearson and the dev curve.
@@ -68,7 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--glue-dir", default=None)
     parser.add_argument("--runs-dir", default="runs/pooling")
-    parser.add_argument("--study-records", default="report/converged/records")
+    parser.add_argument("--study-records", default="report/records")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     preset = PRESETS["reference"]
