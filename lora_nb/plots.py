@@ -34,11 +34,14 @@ VERDICT_COLORS = {REPRODUCED: "#1a9850", NOT_REPRODUCED: "#d73027", INCONCLUSIVE
                   NOT_TESTABLE: "#8073ac"}
 
 
+# matplotlib salts SVG element ids with a random uuid per process unless told otherwise.
+plt.rcParams["svg.hashsalt"] = SVG_SALT = "lora-nb"
+
+
 def save_figure(fig: plt.Figure, path: str | os.PathLike | None) -> plt.Figure:
     """The figure as PNG and SVG beside each other, byte-identical when drawn again from the same
-    data: no date or software stamp, and SVG element ids from a fixed salt."""
+    data: no date or software stamp, and SVG element ids from a fixed salt (`SVG_SALT`)."""
     if path is not None:
-        plt.rcParams["svg.hashsalt"] = "lora-nb"
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path.with_suffix(".png"), dpi=130, bbox_inches="tight", metadata={"Software": None})
