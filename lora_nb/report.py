@@ -32,7 +32,8 @@ import pandas as pd
 
 from .checkpoint import publish_lora_tensors, same_adapter
 from .notebook_run import execute_notebook
-from .rundir import REPO_ROOT, display_path, find_adapter, find_records
+from .rundir import ARCHIVED_SUBSPACE_RUNS, REPO_ROOT, display_path, find_adapter, find_records
+from .subspace import has_subspace_runs
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 SUBSPACE_RANKS = (1, 2, 4, 8, 64)  # the Wq,Wv ranks whose adapters the report keeps (§7)
@@ -196,9 +197,13 @@ def _plain(markdown: str) -> str:
 def prepare_page(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Ready an executed notebook for its page, in place: the title is its first heading;
     every PNG becomes an embedded <img> whose alt text is the figure's title (from the output's
-    metadata; else the section it is in); absolute paths under the checkout become relative."""
+    metadata; else the section it is in); absolute paths under the checkout become relative;
+    papermill's parameters cell, whose id is random, gets a fixed one (a re-render from the same
+    records leaves the page byte-identical)."""
     heading = ""
     for cell in nb.cells:
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            cell["id"] = "injected-parameters"
         if cell.cell_type == "markdown":
             found = re.search(r"^#{1,6}\s+(.+)$", cell.source, re.MULTILINE)
             if found:
@@ -371,23 +376,6 @@ def _parameter_path(path: Path) -> str:
         return str(path)
 
 
-def has_subspace_runs(runs_dir: str | os.PathLike) -> bool:
-    """Whether `runs_dir` holds what the §7 page needs (`subspace.subspace_runs`)."""
-    from .subspace import subspace_runs
-
-    try:
-        subspace_runs(runs_dir)
-    except FileNotFoundError:
-        return False
-    return True
-
-
-# The committed report's §7 page reads the archived 250-step run's adapters (Table 6's Wq,Wv at
-# every rank) until the converged reference run has its own; its verdicts then say that those
-# runs did not converge (`subspace.subspace_claims`).
-ARCHIVED_SUBSPACE_RUNS = REPO_ROOT / "report" / "archive" / "250-steps" / "records"
-
-
 def build_report(runs_dir: str | os.PathLike, figures_dir: str | os.PathLike = REPO_ROOT / "figures",
                  report_dir: str | os.PathLike = REPO_ROOT / "report", subspace: bool | None = None,
                  force: bool = False, strict: bool = False, adapter_ranks=SUBSPACE_RANKS) -> list[Path]:
@@ -400,7 +388,7 @@ def build_report(runs_dir: str | os.PathLike, figures_dir: str | os.PathLike = R
     runs_dir, figures_dir, report_dir = Path(runs_dir).resolve(), Path(figures_dir).resolve(), Path(report_dir).resolve()
     subspace_dir = runs_dir
     if report_dir == (REPO_ROOT / "report").resolve() and not has_subspace_runs(runs_dir) \
-            and has_subspace_runs(ARCHIVED_SUBSPACE_RUNS):
+            and has_subspace_runs(ARCHIVED_SUBSPACE_RUNS):  # the committed report, until §7 has its runs
         subspace_dir = ARCHIVED_SUBSPACE_RUNS
     if subspace is None:
         subspace = has_subspace_runs(subspace_dir)

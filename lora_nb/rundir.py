@@ -368,6 +368,9 @@ def display_path(path: str | os.PathLike) -> str:
 
 
 COMMITTED_RECORDS = REPO_ROOT / "report" / "records"
+# The §7 page reads the archived 250-step run's adapters (Table 6's Wq,Wv at every rank) until
+# the converged reference run has its own (`subspace.default_subspace_runs_dir`).
+ARCHIVED_SUBSPACE_RUNS = REPO_ROOT / "report" / "archive" / "250-steps" / "records"
 
 
 def default_runs_dir(preferred: tuple[str, ...] = ("runs/reference", "runs/cpu")) -> Path:

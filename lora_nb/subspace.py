@@ -30,7 +30,7 @@ from torch import nn
 
 from .checkpoint import read_adapter
 from .lora import TARGET_PATTERNS, LoRALinear
-from .rundir import display_path, find_adapter
+from .rundir import ARCHIVED_SUBSPACE_RUNS, default_runs_dir, display_path, find_adapter
 
 _LAYER_RE = re.compile(r"(?:^|\.)layer\.(\d+)\.")
 
@@ -348,6 +348,24 @@ def subspace_runs(runs_dir: str | os.PathLike) -> dict:
     ranks = {r: entries[0] for r, entries in sorted(by_rank.items())}
     return {"by_rank": dict(sorted(by_rank.items())), "ranks": ranks, "r8": ranks[8],
             "r64": ranks[64], "r64_other_seed": by_rank[64][1]}
+
+
+def has_subspace_runs(runs_dir: str | os.PathLike) -> bool:
+    """Whether `runs_dir` holds what the §7 page needs (`subspace_runs`)."""
+    try:
+        subspace_runs(runs_dir)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def default_subspace_runs_dir() -> "os.PathLike":
+    """Where the §7 page reads adapters when given no runs folder: `rundir.default_runs_dir`
+    when it holds them, else the archived 250-step run (`rundir.ARCHIVED_SUBSPACE_RUNS`), whose
+    runs did not converge, so that its claim C5 reads "not testable"."""
+    runs = default_runs_dir()
+    return runs if has_subspace_runs(runs) or not has_subspace_runs(ARCHIVED_SUBSPACE_RUNS) \
+        else ARCHIVED_SUBSPACE_RUNS
 
 
 def seed_pairs(seeds_a: Iterable[int], seeds_b: Iterable[int]) -> tuple[list[tuple[int, int]], bool]:

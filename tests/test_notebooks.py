@@ -24,6 +24,7 @@ from conftest import GLUE_DIR
 from lora_nb.config import RunConfig
 from lora_nb.report import build_report
 from lora_nb.rundir import REPO_ROOT, default_runs_dir, display_path, read_record
+from lora_nb.subspace import default_subspace_runs_dir
 from lora_nb.grid import build_grid, group_settings
 from lora_nb.sweep import run_sweep
 from lora_nb.parameters import notebook_config, seed_config
@@ -216,7 +217,8 @@ def test_report_notebook_runs_clean_with_its_defaults(run_notebook, tmp_path, na
     assert _parameters_cell(NOTEBOOKS / name)["runs_dir"] is None
     figures = tmp_path / "figures"
     nb = run_notebook(name, figures_dir=str(figures))
-    assert display_path(default_runs_dir()) in text_of(nb)
+    default = default_runs_dir() if name == "analysis.ipynb" else default_subspace_runs_dir()
+    assert display_path(default) in text_of(nb)
     assert any(figures.glob("*.png")), "no figure written"
 
 

@@ -169,6 +169,17 @@ def test_prepare_page_without_a_kernel():
     assert 'alt="Figure 3: φ"' in outs[2]["data"]["text/html"]
 
 
+def test_papermill_parameters_cell_gets_a_fixed_id():
+    """papermill gives its injected cell a random id, which the page prints: two renders of the
+    same records would differ."""
+    injected = new_code_cell("runs_dir = 'x'", metadata={"tags": ["injected-parameters"]})
+    injected["id"] = "f3a9c2d1"
+    other = new_code_cell("")
+    before = other["id"]
+    nb = report.prepare_page(new_notebook(cells=[new_markdown_cell("# T"), injected, other]))
+    assert nb.cells[1]["id"] == "injected-parameters" and nb.cells[2]["id"] == before
+
+
 def test_device_label_and_format_frame():
     assert report.device_label("cpu: cpu") == "CPU"
     assert report.device_label("cpu: x86_64") == "CPU (x86_64)"

@@ -469,6 +469,23 @@ def test_subspace_runs_needs_two_seeds_at_r64(tmp_path):
         subspace_runs(runs)
 
 
+def test_the_section_7_page_falls_back_to_the_archived_run_only_when_the_default_lacks_adapters(
+        tmp_path, monkeypatch):
+    from lora_nb import subspace
+
+    with_adapters, without = _write_runs(tmp_path / "a"), tmp_path / "empty"
+    without.mkdir()
+    monkeypatch.setattr(subspace, "ARCHIVED_SUBSPACE_RUNS", with_adapters)
+    monkeypatch.setattr(subspace, "default_runs_dir", lambda: without)
+    assert subspace.default_subspace_runs_dir() == with_adapters
+    own = _write_runs(tmp_path / "b")
+    monkeypatch.setattr(subspace, "default_runs_dir", lambda: own)
+    assert subspace.default_subspace_runs_dir() == own  # the run's own adapters come first
+    monkeypatch.setattr(subspace, "ARCHIVED_SUBSPACE_RUNS", tmp_path / "gone")
+    monkeypatch.setattr(subspace, "default_runs_dir", lambda: without)
+    assert subspace.default_subspace_runs_dir() == without  # subspace_runs then says what is missing
+
+
 @pytest.fixture(scope="module")
 def c5_adapters(tmp_path_factory):
     """Real adapter files at r = 8 and r = 64 (seeds 0, 1) of a small BERT (d = 96), B random."""
