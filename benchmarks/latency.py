@@ -52,7 +52,7 @@ from lora_nb.lora import lora_layers, merge_lora
 from lora_nb.machine import cpu_name
 from lora_nb.methods import prepare_model
 from lora_nb.table1 import (MAX_NOISE, PAPER_ANALOGUE, PAPER_TABLE1, VARIANT_LABELS, latency_figure,
-                            paper_table, verdict_rows, verdict_table)
+                            load_note, paper_table, result_verdicts, verdict_table)
 
 MODELS = ("minilm", "roberta-base-shape", "tiny-bert", "tiny-roberta")  # the tiny ones: tests
 DEFAULTS = {"models": ["minilm", "roberta-base-shape"], "threads": [1, 2],
@@ -225,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny shapes and few passes (a smoke test); explicit flags still win")
     p.add_argument("--out", default="latency.json",
                    help="the JSON written; the Markdown goes next to it (same stem, .md); default: latency.json")
+    p.add_argument("--allow-load", action="store_true",
+                   help="measure even when other processes load the machine (the result is then "
+                        "flagged and its verdicts read inconclusive); default: refuse")
     p.add_argument("--figure", default=None,
                    help="also draw lora_nb.table1.latency_figure to this path (PNG and SVG); default: none")
     return p
@@ -250,14 +253,21 @@ def main(argv: list[str] | None = None) -> int:
     args = resolve_args(parser.parse_args(argv), parser)
     command = " ".join(["python -m benchmarks.latency", *argv])
     load_start = os.getloadavg()
+    note = load_note({"loadavg_start": load_start, "cpu_count": os.cpu_count()})
+    if note and not args.allow_load:
+        print(f"error: {note}: other processes share the cores, so the timings would measure "
+              f"them; stop them and rerun (or pass --allow-load to record a flagged result)",
+              file=sys.stderr)
+        return 2
     print(f"# inference latency — {cpu_name()}, torch {torch.__version__}\n\n{SHAPE_NOTE}\n")
     rows = measure(args.models, args.threads, args.shapes, args.passes_small, args.passes_large,
                    args.warmup, lambda setting: print(setting_table(setting) + "\n", flush=True))
-    verdicts = verdict_rows(rows)
+    verdicts = result_verdicts([{"rows": rows, "loadavg_start": load_start, "cpu_count": os.cpu_count()}])
     result = {
         "command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__, "cpu": cpu_name(), "cpu_count": os.cpu_count(),
         "threads": args.threads, "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
+        "load_note": note,
         "settings": {"models": args.models, "shapes": [f"{b}x{n}" for b, n in args.shapes],
                      "passes_small": args.passes_small, "passes_large": args.passes_large,
                      "warmup": args.warmup, "quick": args.quick, "lora": LORA.to_dict(),

@@ -46,11 +46,37 @@ NOISE_WIDENING = 0.01  # the base_copy range is widened by 1 point of the ratio 
 # "No latency" needs a measurement that could have seen some: the widened base_copy range must
 # lie within 1 ± MAX_NOISE (a 10% slowdown, half the paper's smallest batch-1 adapter overhead).
 MAX_NOISE = 0.10
+# Latency is trusted only from a quiet machine: a 1-minute load average at the benchmark's start
+# above QUIET_LOAD per core means other processes shared the cores (the benchmark refuses to
+# start then, unless told --allow-load); such a measurement's verdicts read "inconclusive".
+QUIET_LOAD = 0.25
 
 
 def load_results(folder: str | os.PathLike, pattern: str = "latency*.json") -> list[dict]:
     """The latency benchmark's result files in `folder` (``report/latency*.json``), in name order."""
     return [json.loads(path.read_text()) for path in sorted(Path(folder).glob(pattern))]
+
+
+def load_note(result: dict) -> str:
+    """Why a benchmark result (one ``latency*.json``) cannot decide a claim: measured under load
+    (`QUIET_LOAD`); '' when it was measured on a quiet machine."""
+    load, cores = result["loadavg_start"][0], result.get("cpu_count") or 1
+    if load <= QUIET_LOAD * cores:
+        return ""
+    return f"measured under load (load average {load:.1f} on {cores} cores)"
+
+
+def result_verdicts(results: list[dict]) -> list[dict]:
+    """`verdict_rows` of each benchmark result; a result measured under load (`load_note`) decides
+    nothing: its verdicts become *inconclusive*, with the reason as their note."""
+    out = []
+    for result in results:
+        note = load_note(result)
+        for v in verdict_rows(result["rows"]):
+            if note:
+                v = {**v, "verdict": INCONCLUSIVE, "note": "; ".join(filter(None, (v["note"], note)))}
+            out.append(v)
+    return out
 
 
 def _settings(rows: list[dict]) -> dict[tuple, dict[str, dict]]:

@@ -15,7 +15,7 @@ from benchmarks.harness import build_model, random_batch, round_orders, rounds
 from benchmarks.latency import build_variants, latency_rows, main
 from lora_nb.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from lora_nb.table1 import VARIANTS as METHODS
-from lora_nb.table1 import load_results, verdict_rows
+from lora_nb.table1 import QUIET_LOAD, load_results, result_verdicts, verdict_rows
 
 TINY_MODELS = ["tiny-bert", "tiny-roberta"]
 QUICK_SHAPES = [(1, 16), (2, 16)]
@@ -34,7 +34,7 @@ def quick_run(tmp_path_factory):
         # stable median on a shared CPU
         assert main(["--models", ",".join(TINY_MODELS), "--quick", "--threads", "1",
                      "--passes-small", str(PASSES[1]), "--passes-large", str(PASSES[2]),
-                     "--out", str(out), "--figure", str(tmp / "latency_overhead")]) == 0
+                     "--out", str(out), "--figure", str(tmp / "latency_overhead"), "--allow-load"]) == 0
         assert torch.get_num_threads() == 1  # restored to what it was
     finally:
         torch.set_num_threads(before)
@@ -63,16 +63,11 @@ def test_quick_run_writes_every_row(quick_run):
         assert r["ratio_of_mins"] == pytest.approx(r["min_ms"] / base_min[r["model"], r["batch"]])
         if r["method"] == "base":
             assert r["ratio_min"] == r["ratio_max"] == 1.0
-        if r["method"] == "base_copy":
-            # Identical models: near 1. On a busy CPU a third of sub-millisecond passes can wait
-            # ~40 ms for a core, so the per-round median may land on a delayed pass; the fastest
-            # passes are robust to that.
-            assert 0.5 < r["ratio_of_mins"] < 2.0
     # three claims (merged, AdapterH, AdapterL) per setting, each with a verdict
     assert len(data["verdicts"]) == 3 * len(TINY_MODELS) * len(QUICK_SHAPES)
     assert {v["verdict"] for v in data["verdicts"]} <= {REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE}
     assert load_results(tmp) == [data]  # what the analysis reads
-    assert verdict_rows(data["rows"]) == data["verdicts"]
+    assert result_verdicts([data]) == data["verdicts"]
     assert (tmp / "latency.md").stat().st_size > 0
     for suffix in (".png", ".svg"):
         assert (tmp / f"latency_overhead{suffix}").stat().st_size > 0
@@ -205,6 +200,33 @@ def test_bad_flags_exit_2_before_building(argv, message, monkeypatch, capsys, tm
         main([*argv] if "--out" in argv else [*argv, "--out", str(tmp_path / "x.json")])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_refuses_to_measure_under_load_before_building(monkeypatch, capsys, tmp_path):
+    def no_build(*_args, **_kw):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(latency, "measure", no_build)
+    monkeypatch.setattr(latency.os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    monkeypatch.setattr(latency.os, "cpu_count", lambda: 2)
+    out = tmp_path / "x.json"
+    assert main(["--models", "tiny-bert", "--quick", "--out", str(out)]) == 2
+    assert "under load (load average 3.0 on 2 cores)" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_result_measured_under_load_decides_nothing():
+    rows = [{"model": "m", "batch": 1, "length": 8, "threads": 1, "method": method,
+             "ratio_median": med, "ratio_min": lo, "ratio_max": hi}
+            for method, med, lo, hi in (("base_copy", 1.0, 0.99, 1.01), ("lora_merged", 1.0, 0.99, 1.01),
+                                        ("houlsby", 1.3, 1.2, 1.4), ("pfeiffer", 0.8, 0.7, 0.9))]
+    quiet = {"rows": rows, "loadavg_start": [QUIET_LOAD * 2, 0, 0], "cpu_count": 2}
+    assert [v["verdict"] for v in result_verdicts([quiet])] == [REPRODUCED, REPRODUCED, NOT_REPRODUCED]
+    loaded = {**quiet, "loadavg_start": [QUIET_LOAD * 2 + 0.1, 0, 0]}
+    flagged = result_verdicts([loaded])
+    assert [v["verdict"] for v in flagged] == [INCONCLUSIVE] * 3
+    assert all(v["note"].endswith("measured under load (load average 0.6 on 2 cores)") for v in flagged)
+    assert [v["ratio_median"] for v in flagged] == [v["ratio_median"] for v in verdict_rows(rows)]
 
 
 def test_real_model_builders(monkeypatch, one_thread):
