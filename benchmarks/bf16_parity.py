@@ -1,6 +1,6 @@
 """bf16 autocast against fp32 on real runs: the same settings and seeds, scores side by side.
 
-    python benchmarks/bf16_parity.py --glue-dir ../shared/glue --runs-dir runs/parity
+    python -m benchmarks.bf16_parity --glue-dir ../shared/glue --runs-dir runs/parity
 
 LoRA and FT on SST-2 with the reference preset's settings (mean pooling, batches of 16 grouped by
 length, a dev split) for `--steps` optimizer steps, seeds 0–2, once with mixed_precision "no"
@@ -12,10 +12,10 @@ seeds' spread (|difference| below the larger std).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from pathlib import Path
 
+from benchmarks.harness import script_parser
 from lora_nb.config import RunConfig
 from lora_nb.rundir import is_completed, read_record
 from lora_nb.presets import PRESETS
@@ -25,12 +25,10 @@ RATES = {"lora": 1e-3, "full": 5e-5}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--glue-dir", default=None)
+    parser = script_parser(__doc__)
     parser.add_argument("--runs-dir", default="runs/parity")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--methods", default="lora,full", help="comma-separated, of: lora, full")
     args = parser.parse_args()
     methods = args.methods.split(",")

@@ -1,7 +1,7 @@
 """torch.compile on a whole run: wall time of N training steps with and without it, compile time
 included, on real GLUE batches of varying length (dynamic shapes).
 
-    python benchmarks/compile.py --glue-dir ../shared/glue [--task sst2] [--method lora] [--steps 150]
+    python -m benchmarks.compile --glue-dir ../shared/glue [--task sst2] [--method lora] [--steps 150]
 
 Both runs train the same model from the same seed on the same batches (the reference preset's
 length-grouped batches of 16, bf16 autocast where the CPU has it, one thread). Prints each run's
@@ -10,12 +10,12 @@ total wall time, its first step (where compilation happens) and its median later
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
 
+from benchmarks.harness import script_parser
 from lora_nb.glue import get_task, load_glue, make_dataloader, tokenize_glue
 from lora_nb.lora import LoRAConfig
 from lora_nb.machine import cpu_has_bf16
@@ -47,12 +47,10 @@ def run(task_name: str, method: str, steps: int, glue_dir: str | None, compiled:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--glue-dir", default=None)
+    parser = script_parser(__doc__)
     parser.add_argument("--task", default="sst2")
     parser.add_argument("--method", default="lora")
     parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"| {args.task} {args.method}, {args.steps} steps | total (s) | first step (s) | median later step (ms) |")

@@ -264,3 +264,15 @@ def at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text}: must be >= {minimum}")
         return value
     return parse
+
+
+def script_parser(doc: str, glue_dir: bool = True, threads: bool = True) -> argparse.ArgumentParser:
+    """The small scripts' parser: the first paragraph of their docstring, and (when asked)
+    ``--glue-dir`` (a local GLUE folder; default ``$LORA_NB_GLUE_DIR``, else the Hub) and
+    ``--threads`` (torch CPU threads; default 1)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    if glue_dir:
+        parser.add_argument("--glue-dir", default=None, help="local GLUE folder (default $LORA_NB_GLUE_DIR)")
+    if threads:
+        parser.add_argument("--threads", type=at_least(1), default=1, help="torch CPU threads")
+    return parser

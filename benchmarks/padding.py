@@ -1,6 +1,6 @@
 """Padded tokens per training batch: random batches against length-grouped ones, per GLUE task.
 
-    python benchmarks/padding.py --glue-dir ../shared/glue
+    python -m benchmarks.padding --glue-dir ../shared/glue
 
 A batch is padded to its longest example (`DataCollatorWithPadding`), so its cost follows the
 longest; transformers' `LengthGroupedSampler` (random mega-batches of 50 batches, sorted within)
@@ -10,7 +10,6 @@ of 300 batches of 16 both ways (the reference preset's batches; why it groups by
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
 
@@ -18,6 +17,7 @@ import torch
 from transformers import AutoTokenizer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from benchmarks.harness import script_parser
 from lora_nb.glue import get_task, load_glue, tokenize_glue
 from lora_nb.models import resolve_model
 
@@ -29,8 +29,7 @@ def padded(lengths: list[int], order: list[int], batch: int, batches: int) -> fl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--glue-dir", default=None, help="local GLUE folder (default $LORA_NB_GLUE_DIR)")
+    parser = script_parser(__doc__, threads=False)
     parser.add_argument("--tasks", default="mnli,qqp,sst2,cola,stsb,mrpc")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=128)

@@ -1,6 +1,6 @@
 """What the head reads: [CLS] against the mean over tokens, on all-MiniLM-L6-v2 and STS-B.
 
-    python benchmarks/pooling.py --glue-dir ../shared/glue --runs-dir runs/pooling
+    python -m benchmarks.pooling --glue-dir ../shared/glue --runs-dir runs/pooling
 
 all-MiniLM-L6-v2 was trained as a mean-pooled sentence encoder. Two measurements:
 
@@ -18,7 +18,6 @@ Prints one table: per read-out and method, the best validation Pearson and the d
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 from scipy.stats import pearsonr
 from transformers import AutoModel, AutoTokenizer
 
+from benchmarks.harness import script_parser
 from lora_nb.config import RunConfig
 from lora_nb.glue import get_task, load_glue
 from lora_nb.models import resolve_model
@@ -65,11 +65,9 @@ def dev_curve(record: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--glue-dir", default=None)
+    parser = script_parser(__doc__)
     parser.add_argument("--runs-dir", default="runs/pooling")
     parser.add_argument("--study-records", default="report/records")
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     preset = PRESETS["reference"]
     steps = preset.task_settings["stsb"]["max_steps"]

@@ -1,6 +1,6 @@
 """bf16 autocast against fp32: one training step's time per method, interleaved in one process.
 
-    python benchmarks/precision.py [--threads 1] [--batch 16] [--length 48] [--rounds 8]
+    python -m benchmarks.precision [--threads 1] [--batch 16] [--length 48] [--rounds 8]
 
 A step is forward + backward + AdamW (fused) on all-MiniLM-L6-v2, batch × length random tokens,
 as a sweep worker runs it (one thread). Rounds alternate fp32 and bf16 so that both see the same
@@ -10,12 +10,12 @@ per precision and their ratio (bf16 / fp32) per method, and whether the CPU has 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 
 import torch
 from torch.utils import benchmark
 
+from benchmarks.harness import script_parser
 from lora_nb.bottleneck import AdapterConfig
 from lora_nb.lora import LoRAConfig
 from lora_nb.machine import cpu_has_bf16
@@ -46,8 +46,7 @@ def training_step(method: str, batch: int, length: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=1)
+    parser = script_parser(__doc__, glue_dir=False)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=8, help="alternating fp32/bf16 rounds per method")

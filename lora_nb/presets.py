@@ -63,7 +63,7 @@ TABLE5_CELLS = ((("k",), 8), (("v",), 8), (("o",), 8), (("q", "k"), 4))
 # the paper's RoBERTa head reads [CLS]); bf16 autocast where the CPU has it; batches of 16
 # grouped by length (transformers' LengthGroupedSampler: random mega-batches of 50 batches,
 # sorted within), a speed option: padded tokens per batch fall from about 2 × the mean length
-# to 1.04 × (`python benchmarks/padding.py`: MNLI 79.5 against 41.7 tokens);
+# to 1.04 × (`python -m benchmarks.padding`: MNLI 79.5 against 41.7 tokens);
 # every seed on the same data: each task's whole training split but a dev split of
 # min(1,000, 10%) held out for choosing rates and budgets; scores on the validation split at the
 # best evaluation (§5.1). Per-task optimizer-step budgets, evaluated 8 times per run; the
