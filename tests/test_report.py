@@ -277,13 +277,15 @@ def test_publish_leaves_the_previous_report_whole_on_error(tmp_path, monkeypatch
 
 
 def test_committed_adapters_are_the_section_7_runs():
-    """What `build_report` publishes for §7: every adapter has its record, is a Wq,Wv Table 6
-    run at r in (1, 2, 4, 8, 64), and is small."""
-    adapters = REPORT / "adapters"
-    if not adapters.is_dir():
-        pytest.skip("no adapters committed yet (build_report publishes them with the records)")
-    records = dict(find_records(REPORT / "records"))
-    for path in adapters.glob("*.safetensors"):
-        assert path.stem in records, path.name
-        assert report._keeps_adapter(json.loads(records[path.stem].read_text()), report.SUBSPACE_RANKS), path.name
-        assert path.stat().st_size < 4e6, path.name
+    """What `build_report` publishes for §7, in the report and its archive: every adapter has its
+    record beside it, is a Wq,Wv Table 6 run at r in (1, 2, 4, 8, 64), and is small."""
+    folders = sorted(p for p in REPORT.rglob("adapters") if p.is_dir())
+    assert folders, "no committed adapters (the archived 250-step run's are what §7 reads)"
+    for adapters in folders:
+        records = dict(find_records(adapters.parent / "records"))
+        paths = list(adapters.glob("*.safetensors"))
+        assert paths, adapters
+        for path in paths:
+            assert path.stem in records, path.name
+            assert report._keeps_adapter(json.loads(records[path.stem].read_text()), report.SUBSPACE_RANKS), path.name
+            assert path.stat().st_size < 4e6, path.name
