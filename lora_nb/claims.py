@@ -43,6 +43,7 @@ count training randomness), is *not testable at this budget*.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -52,6 +53,7 @@ from scipy import stats
 
 from . import metrics
 from .convergence import judge_record
+from .rundir import is_completed
 from .tuning import choose_rate
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
@@ -149,6 +151,16 @@ class Runs:
         return np.array([score(self.metric, p if idx is None else p[idx], labels) for p in self.preds])
 
 
+def bootstrap(statistic: Callable[[np.ndarray, np.random.Generator], float], n: int,
+              n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
+    """The one bootstrap of the claims: `statistic` on `n_boot` resamples of `n` items (validation
+    examples in `difference_interval`, units in `lora_nb.subspace_claims`). Each round draws `n`
+    indices with replacement from ``np.random.default_rng(seed)`` and returns
+    ``statistic(indices, rng)``; a two-level bootstrap draws its second level from that `rng`."""
+    rng = np.random.default_rng(seed)
+    return np.array([statistic(rng.integers(0, n, n), rng) for _ in range(n_boot)], dtype=np.float64)
+
+
 def difference_interval(a: Runs, b: Runs, level: float = 0.95, n_boot: int = N_BOOT,
                         seed: int = 0) -> tuple[float, float, float]:
     """Mean over seeds of A's metric minus B's, and its `level` interval counting training
@@ -168,12 +180,7 @@ def difference_interval(a: Runs, b: Runs, level: float = 0.95, n_boot: int = N_B
         seed_var = va + vb
         parts = [v ** 2 / (n - 1) for v, n in ((va, len(sa)), (vb, len(sb))) if n > 1 and v > 0]
         seed_df = seed_var ** 2 / sum(parts) if parts else np.inf
-    rng = np.random.default_rng(seed)
-    n = len(a.labels)
-    boot = np.empty(n_boot)
-    for i in range(n_boot):
-        idx = rng.integers(0, n, n)
-        boot[i] = a.scores(idx).mean() - b.scores(idx).mean()
+    boot = bootstrap(lambda idx, _: a.scores(idx).mean() - b.scores(idx).mean(), len(a.labels), n_boot, seed)
     test_var = float(boot.var(ddof=1))
     total = seed_var + test_var
     if total == 0:
@@ -230,7 +237,7 @@ def comparisons_table(rows: list[Comparison]) -> pd.DataFrame:
     return pd.DataFrame([r.to_dict() for r in rows])
 
 
-# --- The paper's claims C1–C4, from a records DataFrame (`lora_nb.results.load_records`) ---
+# --- The paper's claims C1–C4, from a records DataFrame (`lora_nb.tables.load_records`) ---
 
 CLAIMS = {
     "C1": "LoRA (Wq,Wv, r = 8) matches full fine-tuning on each task while training < 1% of its parameters",
@@ -262,7 +269,7 @@ def best_learning_rate(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _runs(df: pd.DataFrame, name: str, **where) -> Runs | None:
-    sel = df[df["status"] == "completed"]
+    sel = df[df["record"].map(is_completed)]
     for key, value in where.items():
         if key == "tag":
             sel = sel[sel["tags"].map(lambda t: value in t)]

@@ -20,7 +20,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from .claims import INCONCLUSIVE, MARGIN, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, best_learning_rate
 from .paper import reference_table
-from .results import METHOD_LABELS, TASK_LABELS
+from .tables import METHOD_LABELS, TASK_LABELS
 
 sns.set_theme(context="notebook", style="whitegrid")
 plt.rcParams["svg.hashsalt"] = "lora-nb"  # the same figure gives the same SVG, run after run
@@ -185,7 +185,7 @@ def _shades(color, n: int) -> list:
 
 
 def convergence_study(curves: pd.DataFrame, path=None) -> plt.Figure:
-    """The convergence study (`lora_nb.results.study_curves`): dev score by optimizer step, one
+    """The convergence study (`lora_nb.tables.study_curves`): dev score by optimizer step, one
     panel per task, FT and LoRA at each rate of their grids (a shade per rate; dotted where the
     run did not converge); the shaded band is the last quarter of the budget, where the
     convergence rule asks for a gain below one standard error of the dev score (at least half a
@@ -225,7 +225,7 @@ def convergence_study(curves: pd.DataFrame, path=None) -> plt.Figure:
 
 
 def lr_sensitivity(tuning: pd.DataFrame, path=None) -> plt.Figure:
-    """How sensitive each method is to its learning rate (`lora_nb.results.tuning_table`): best
+    """How sensitive each method is to its learning rate (`lora_nb.tables.tuning_table`): best
     dev score against the rate, one panel per task, a line per method over its grid; the chosen
     rate is filled, a run that did not converge is drawn hollow with a cross."""
     title = "Learning-rate sensitivity: best dev score at each rate of each method's grid"

@@ -54,6 +54,21 @@ def test_the_lora_core_imports_with_torch_alone():
     assert out.stdout.strip() == "", f"the LoRA core loaded {out.stdout.strip()}"
 
 
+def test_no_module_exceeds_500_lines():
+    """A thin package: a module that outgrows this is split by what it holds."""
+    sizes = {p.name: len(p.read_text().splitlines()) for p in PACKAGE.glob("*.py")}
+    assert not {n: s for n, s in sizes.items() if s > 500}, sorted(sizes.items(), key=lambda x: -x[1])[:3]
+
+
+def test_the_analysis_flows_one_way():
+    """Records → tables → findings → the README block; §7's geometry → claim C5. Nothing reads
+    back up the chain."""
+    for name, above in {"tables": {"findings", "results"}, "findings": {"results"},
+                        "claims": {"tables", "findings", "results", "subspace_claims"},
+                        "subspace": {"subspace_claims", "claims"}}.items():
+        assert not _imports(PACKAGE / f"{name}.py") & above, f"{name} imports {_imports(PACKAGE / f'{name}.py') & above}"
+
+
 def test_run_folder_file_names_live_in_one_module():
     literals = ('"record.json"', '"adapter.safetensors"')
     holders = {p.name for p in PACKAGE.glob("*.py") for lit in literals if lit in p.read_text()}
@@ -83,7 +98,8 @@ def test_the_benchmark_command_needs_no_test_extra():
 def test_training_and_the_sweep_import_no_analysis():
     """Layers: the run (config, parameters, train), the sweep (presets, grid, runner, sweep) and
     the run folder read no tables, claims, figures or pages; only `--report` renders them."""
-    analysis = {"results", "claims", "subspace", "plots", "report", "table1"}
+    analysis = {"tables", "findings", "results", "claims", "subspace", "subspace_claims", "plots", "report",
+                "table1"}
     allowed = {("sweep", "report")}  # python -m lora_nb.sweep --report, imported there
     for name in ("config", "parameters", "train", "presets", "grid", "runner", "sweep", "rundir",
                  "estimate", "tuning", "convergence", "metrics", "glue", "models", "machine"):

@@ -108,6 +108,27 @@ def _old_two_level_percentile(a, b, n_boot, rng):
     return np.percentile(stats_, [2.5, 97.5])
 
 
+def test_one_bootstrap_draws_each_round_then_its_second_level_from_one_generator():
+    """`claims.bootstrap`, behind `difference_interval` and C5's `bootstrap_units`: round by round,
+    the indices first, then what the statistic draws; the committed intervals rest on this order."""
+    values = [np.array([1.0, 3.0]), np.array([2.0]), np.array([4.0, 5.0, 9.0])]
+    rng, expected = np.random.default_rng(11), []
+    for _ in range(50):
+        units = rng.integers(0, 3, 3)
+        expected.append(np.mean([values[u][rng.integers(0, len(values[u]), len(values[u]))].mean() for u in units]))
+    got = claims.bootstrap(lambda units, g: np.mean([values[u][g.integers(0, len(values[u]), len(values[u]))].mean()
+                                                     for u in units]), 3, n_boot=50, seed=11)
+    assert got.tolist() == expected
+    labels = np.random.default_rng(1).integers(0, 2, 200)
+    a, b = (_runs(name, acc, n=200, rng=np.random.default_rng(i), labels=labels)
+            for i, (name, acc) in enumerate((("a", 0.8), ("b", 0.7))))
+    rng, boot = np.random.default_rng(3), []
+    for _ in range(40):
+        idx = rng.integers(0, 200, 200)
+        boot.append(a.scores(idx).mean() - b.scores(idx).mean())
+    assert claims.bootstrap(lambda idx, _: a.scores(idx).mean() - b.scores(idx).mean(), 200, 40, 3).tolist() == boot
+
+
 def test_coverage_by_simulation_counts_both_sources_and_the_old_scheme_falls_short():
     rng = np.random.default_rng(7)
     truth, new, old, replicates = 2.0 * (1 - 2 * FLIP), 0, 0, 400

@@ -1,11 +1,11 @@
-"""Records → tables, on a fixed set of hand-written records with means computed by hand."""
+"""Records → tables → findings, on a fixed set of hand-written records with means computed by hand."""
 
 import json
 
 import pandas as pd
 import pytest
 
-from lora_nb import results
+from lora_nb import findings, results, tables
 
 
 def write(runs, run_id, task, method, seed, metric, tags, trainable=1000, head=100, status="completed", **cfg):
@@ -41,18 +41,20 @@ def runs(tmp_path):
 
 
 def test_records_load_one_row_per_run(runs):
-    df = results.load_records(runs)
+    df = tables.load_records(runs)
     assert len(df) == 14 and (df["status"] == "failed").sum() == 1
+    assert tables.completed(df).sum() == 13 and not tables.completed(df[df["status"] == "failed"]).any()
+    assert tables.completed(pd.DataFrame()).empty  # a folder without records: no rows, no error
     assert set(df.loc[df["method"] == "lora", "weight_type"]) == {"Wq", "Wq,Wv"}
 
 
 def test_table2_means_and_std_by_hand(runs):
-    t2 = results.table2(results.load_records(runs)).set_index("method")
+    t2 = tables.table2(tables.load_records(runs)).set_index("method")
     assert t2.at["lora", "mean"] == pytest.approx(85.0)  # mean of 80, 90, 85
     assert t2.at["lora", "std"] == pytest.approx(5.0)  # sample std of 80, 85, 90
     assert t2.at["full", "mean"] == pytest.approx(235 / 3)  # 70, 75, 90: the failed run is left out
     assert t2.at["full", "seeds"] == 3 and t2.at["lora", "trainable_without_head"] == 1000
-    wide = results.table2_display(t2.reset_index(), "m")
+    wide = findings.table2_display(t2.reset_index(), "m")
     ours = wide[wide["source"] == "ours (m)"].set_index("method")
     assert ours.at["LoRA", "SST-2"] == "85.0 ±5.0" and ours.at["FT", "SST-2"] == "78.3 ±10.4"  # sample std of 70, 75, 90
     assert ours.at["LoRA", "trainable (no head)"] == "0.00M"
@@ -67,13 +69,13 @@ def test_ft_at_several_learning_rates_takes_the_best_median_rate_in_table2_and_t
         write(tmp_path, f"t2-sst2-full-lr1e-05-s{seed}", "sst2", "full", seed, 0.70 + seed / 100, ["table2"], learning_rate=1e-5)
         write(tmp_path, f"t2-sst2-full-lr2e-05-s{seed}", "sst2", "full", seed, 0.80 + seed / 100, ["table2"], learning_rate=2e-5)
         write(tmp_path, f"t2-sst2-lora-s{seed}", "sst2", "lora", seed, 0.75, ["table2"])
-    t2 = results.table2(results.load_records(tmp_path)).set_index("method")
+    t2 = tables.table2(tables.load_records(tmp_path)).set_index("method")
     assert t2.at["full", "mean"] == pytest.approx(81.0) and t2.at["full", "seeds"] == 3
     assert t2.at["full", "learning_rate"] == 2e-5 and t2.at["full", "rates_tried"] == 2
     assert t2.at["lora", "rates_tried"] == 1
     from lora_nb import claims
 
-    df = results.load_records(tmp_path)
+    df = tables.load_records(tmp_path)
     chosen = claims.best_learning_rate(df[df["method"] == "full"])
     assert set(chosen["learning_rate"]) == {2e-5} and len(chosen) == 3
 
@@ -83,10 +85,10 @@ def test_runs_without_a_score_count_as_failed_not_as_seeds(tmp_path):
     and its mean and seed count are over the others."""
     for seed, value in enumerate([0.80, None, 0.70]):
         write(tmp_path, f"t2-stsb-full-s{seed}", "stsb", "full", seed, value, ["table2"])
-    t2 = results.table2(results.load_records(tmp_path))
+    t2 = tables.table2(tables.load_records(tmp_path))
     row = t2.iloc[0]
     assert (row["mean"], row["seeds"], row["failed"]) == (pytest.approx(75.0), 2, 1)
-    wide = results.table2_display(t2, "m")
+    wide = findings.table2_display(t2, "m")
     assert wide.iloc[0]["STS-B"] == "75.0 ±7.1 (1 failed)"
 
 
@@ -97,17 +99,17 @@ def test_mnli_reports_mismatched_at_the_evaluation_chosen_on_matched(tmp_path):
                                                         "validation_mismatched": {"accuracy": 0.84}}}]
     write(tmp_path, "t2-mnli-lora-s0", "mnli", "lora", 0, 0.85, ["table2"],
           extra={"evaluations": evaluations, "best_step": 20})
-    t2 = results.table2(results.load_records(tmp_path))
+    t2 = tables.table2(tables.load_records(tmp_path))
     assert t2.iloc[0]["mismatched"] == pytest.approx(84.0)  # step 20, chosen on matched; not 90
-    assert results.table2_display(t2, "m").iloc[0]["MNLI"] == "m 85.0 / mm 84.0"
+    assert findings.table2_display(t2, "m").iloc[0]["MNLI"] == "m 85.0 / mm 84.0"
 
 
 def test_table6_by_weight_type_and_rank(runs):
-    t6 = results.table6(results.load_records(runs))
+    t6 = tables.table6(tables.load_records(runs))
     assert len(t6) == 6  # the extra-seed subspace run is not a Table 6 cell
     cell = t6[(t6["weight_type"] == "Wq,Wv") & (t6["r"] == 8)].iloc[0]
     assert cell["mean"] == pytest.approx(64.0) and cell["seeds"] == 1 and pd.isna(cell["std"])
-    wide = results.table6_display(t6, "m")
+    wide = findings.table6_display(t6, "m")
     assert list(wide["weight type"][:2]) == ["Wq", "Wq,Wv"]
     gpt3 = wide[wide["source"] == "paper (GPT-3 175B)"].set_index("weight type")
     assert gpt3.at["Wq,Wv", "r=8"] == "91.6"
@@ -118,7 +120,7 @@ def test_table6_by_weight_type_and_rank(runs):
 def test_table5_takes_the_equal_budget_cells_beside_the_paper(runs):
     write(runs, "t6-qv-r4", "mnli", "lora", 0, 0.70, ["table6"], targets=["q", "v"], r=4)
     write(runs, "t5-v-r8", "mnli", "lora", 0, 0.66, ["table5"], targets=["v"], r=8)
-    t5 = results.table5(results.load_records(runs)).set_index("weight_type")
+    t5 = tables.table5(tables.load_records(runs)).set_index("weight_type")
     assert set(t5.index) == {"Wq", "Wv", "Wq,Wv"}  # r·(number of types) = 8; Wq,Wv r = 8 is not
     assert t5.at["Wq,Wv", "r"] == 4 and t5.at["Wq,Wv", "mean"] == pytest.approx(70.0)
     assert t5.at["Wq", "paper"] == 91.0 and t5.at["Wv", "paper"] == 91.0  # GPT-3, MultiNLI
@@ -138,10 +140,10 @@ def test_trivial_baselines_and_learned_tasks(tmp_path):
     for seed in range(3):
         _with_outputs(tmp_path, f"t2-sst2-full-s{seed}", "sst2", "full", seed, labels, labels)  # perfect
         _with_outputs(tmp_path, f"t2-mrpc-full-s{seed}", "mrpc", "full", seed, [1] * 100, labels)  # majority
-    df = results.load_records(tmp_path)
+    df = tables.load_records(tmp_path)
     df.loc[df["task"] == "sst2", "best_metric"] = 1.0
     df.loc[df["task"] == "mrpc", "best_metric"] = 0.7
-    base = results.baselines(df).set_index("task")
+    base = tables.baselines(df).set_index("task")
     assert base.at["SST-2", "trivial baseline"] == pytest.approx(70.0)  # majority class
     assert base.at["SST-2", "FT learned it"] == "yes" and base.at["MRPC", "FT learned it"] == "no"  # +30 vs +0
 
@@ -155,22 +157,22 @@ def test_claims_summary_quotes_intervals_and_verdicts(tmp_path):
     for seed in range(3):
         _with_outputs(tmp_path, f"t2-sst2-lora-s{seed}", "sst2", "lora", seed, good, labels)
         _with_outputs(tmp_path, f"t2-sst2-full-s{seed}", "sst2", "full", seed, good, labels)
-    df = results.load_records(tmp_path)
+    df = tables.load_records(tmp_path)
     from lora_nb import claims
 
     comparisons = claims.decide(df)
-    summary = results.claims_summary(comparisons, df).set_index("claim")
+    summary = findings.claims_summary(comparisons, df).set_index("claim")
     assert summary.at["C1", "verdict"] == "reproduced"  # identical predictions: difference 0 ± 0
     assert "SST-2: LoRA − FT = 0.0 [0.0, 0.0]" in summary.at["C1", "ours: difference [95% interval], points"]
     assert summary.at["C3", "ours: difference [95% interval], points"] == "not run"
     assert "95.1" in summary.at["C1", "paper"] or "LoRA" in summary.at["C1", "paper"]
-    text = results.summary_text(df, comparisons)
+    text = findings.summary_text(df, comparisons)
     # C2–C6 have no runs on one side: nothing was tested
     assert "1 is reproduced, 0 inconclusive" in text and "4 not testable" in text
 
 
 def test_deviations_state_ours_from_the_records(runs):
-    dev = results.deviations(results.load_records(runs)).set_index("setting")
+    dev = findings.deviations(tables.load_records(runs)).set_index("setting")
     assert dev.at["max sequence length", "ours"] == "128" and dev.at["max sequence length", "paper (RoBERTa-base, Table 9)"] == "512"
     assert "SST-2 512" in dev.at["training examples", "ours"]
 
@@ -190,7 +192,7 @@ def test_table2_figure_mean_seed_range_fixed_method_order_set_apart(runs, tmp_pa
     for seed, score in enumerate([0.6, 0.7, 0.65]):  # written after LoRA and FT, shown after them
         write(runs, f"t2-sst2-head-s{seed}", "sst2", "head", seed, score, ["table2"], trainable=100)
         write(runs, f"t2-sst2-bitfit-s{seed}", "sst2", "bitfit", seed, score + 0.1, ["table2"], trainable=300)
-    fig = plots.accuracy_vs_parameters(results.load_records(runs), tmp_path / "t2")
+    fig = plots.accuracy_vs_parameters(tables.load_records(runs), tmp_path / "t2")
     assert _legend_texts(fig.legends[0]) == ["LoRA", "FT", "BitFit", "Head only", "one seed"]
     ax = fig.axes[0]
     assert ax.get_title() == "SST-2 (accuracy)" and ax.get_xlabel() == "" and ax.get_ylabel() == ""  # shared labels
@@ -208,7 +210,7 @@ def test_table2_figure_mean_seed_range_fixed_method_order_set_apart(runs, tmp_pa
     # LoRA (1,100 trainable) and an adapter at 1,000 would overlap: LoRA is set apart along x
     for seed in range(3):
         write(runs, f"t2-sst2-houlsby-s{seed}", "sst2", "houlsby", seed, 0.8, ["table2"], trainable=1000)
-    fig = plots.accuracy_vs_parameters(results.load_records(runs))
+    fig = plots.accuracy_vs_parameters(tables.load_records(runs))
     xs = {c: line.get_xdata()[0] for line in fig.axes[0].lines for c in ("lora", "houlsby")
           if line.get_color() == plots.METHOD_COLORS[c] and line.get_marker() == plots.METHOD_MARKERS[c]}
     assert xs["lora"] >= 1.6 * xs["houlsby"]
@@ -218,7 +220,7 @@ def test_table2_figure_mean_seed_range_fixed_method_order_set_apart(runs, tmp_pa
 def test_table6_figure_legend_in_the_papers_order(runs):
     from lora_nb import plots
 
-    fig = plots.rank_curves(results.table6(results.load_records(runs)), "m")
+    fig = plots.rank_curves(tables.table6(tables.load_records(runs)), "m")
     assert _legend_texts(fig.legends[0]) == ["Wq", "Wq,Wv", "Wq,Wk,Wv,Wo"]
     assert [ax.get_title() for ax in fig.axes] == ["ours (m)", "paper (GPT-3 175B)"]
 
@@ -304,8 +306,8 @@ def test_the_convergence_study_figure_draws_each_rate_the_rule_window_and_the_ba
             record = json.loads(path.read_text())
             record["config"]["learning_rate"] = rate
             path.write_text(json.dumps(record))
-    df = results.load_records(tmp_path)
-    curves = results.study_curves(df)
+    df = tables.load_records(tmp_path)
+    curves = tables.study_curves(df)
     assert len(curves) == 6 * 8 and set(curves["budget"]) == {400}
     assert set(curves[~curves["converged"]]["learning_rate"]) == {3e-4, 2e-5}
     fig = plots.convergence_study(curves)
@@ -331,7 +333,7 @@ def _tuning_runs(tmp_path, peaks):
         record = json.loads(path.read_text())
         record["config"]["learning_rate"] = rate
         path.write_text(json.dumps(record))
-    return results.load_records(tmp_path)
+    return tables.load_records(tmp_path)
 
 
 def test_the_tuning_table_marks_the_rate_chosen_on_dev_and_names_grid_edges(tmp_path):
@@ -339,13 +341,13 @@ def test_the_tuning_table_marks_the_rate_chosen_on_dev_and_names_grid_edges(tmp_
 
     df = _tuning_runs(tmp_path, {("lora", 3e-4): 0.70, ("lora", 1e-3): 0.80, ("lora", 3e-3): 0.75,
                                  ("full", 2e-5): 0.70, ("full", 5e-5): 0.72, ("full", 1e-4): 0.78})
-    tuning = results.tuning_table(df)
+    tuning = tables.tuning_table(df)
     chosen = tuning[tuning["chosen"]].set_index("method")["learning_rate"]
     assert chosen.to_dict() == {"lora": 1e-3, "full": 1e-4}
     assert tuning.set_index(["method", "learning_rate"]).at[("lora", 1e-3), "dev"] == pytest.approx(80.0, abs=0.1)
-    text = results.grid_edge_text(tuning)
+    text = findings.grid_edge_text(tuning)
     assert text.startswith("1 of 2 tuned cells") and "SST-2 FT (0.0001, the top)" in text
-    display = results.tuning_display(tuning).set_index("method")
+    display = findings.tuning_display(tuning).set_index("method")
     assert "0.001: 79.9 ★" in display.iloc[:, -1]["LoRA"]
     fig = plots.lr_sensitivity(tuning)
     filled = [line for line in fig.axes[0].lines if line.get_markersize() == 8]
@@ -353,15 +355,15 @@ def test_the_tuning_table_marks_the_rate_chosen_on_dev_and_names_grid_edges(tmp_
 
 
 def test_differences_in_prose_never_read_minus_zero():
-    assert results.signed(-0.04) == "0.0" and results.signed(-1.26) == "−1.3" and results.signed(2) == "+2.0"
-    shown = results.comparisons_display(pd.DataFrame({"task": ["sst2"], "lo": [-0.04], "hi": [1.0]}))
+    assert findings.signed(-0.04) == "0.0" and findings.signed(-1.26) == "−1.3" and findings.signed(2) == "+2.0"
+    shown = findings.comparisons_display(pd.DataFrame({"task": ["sst2"], "lo": [-0.04], "hi": [1.0]}))
     assert str(shown.at[0, "95% low"]) == "0.0"
 
 
 def test_a_styled_table_renders_the_same_twice_and_aligns_text_left():
     df = pd.DataFrame({"task": ["SST-2"], "score": [91.25]})
-    html = results.styled(df).to_html()
-    assert html == results.styled(df.copy()).to_html()  # no random element ids
+    html = findings.styled(df).to_html()
+    assert html == findings.styled(df.copy()).to_html()  # no random element ids
     assert "text-align: left" in html
 
 

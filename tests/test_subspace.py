@@ -1,4 +1,5 @@
-"""Tests of lora_nb.subspace (paper §7.2-7.3) on matrices with known answers."""
+"""Tests of lora_nb.subspace (paper §7.2-7.3) and of claim C5 (lora_nb.subspace_claims) on matrices
+with known answers."""
 
 from __future__ import annotations
 
@@ -13,21 +14,23 @@ from lora_nb import claims
 from lora_nb.subspace import (
     adapter_matrices,
     amplification,
-    amplification_comparison,
     amplification_table,
-    bootstrap_units,
-    paper_table7,
     random_frame,
     random_similarity,
     random_update,
     seed_pairs,
     similarity_by_layer,
     similarity_by_seed,
+    subspace_runs,
+    subspace_similarity,
+)
+from lora_nb.subspace_claims import (
+    amplification_comparison,
+    bootstrap_units,
+    paper_table7,
     similarity_comparisons,
     subspace_claims,
     subspace_findings,
-    subspace_runs,
-    subspace_similarity,
 )
 
 
