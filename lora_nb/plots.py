@@ -20,7 +20,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from .claims import INCONCLUSIVE, MARGIN, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, best_learning_rate
 from .paper import reference_table
-from .tables import METHOD_LABELS, TASK_LABELS
+from .tables import METHOD_LABELS, TASK_LABELS, completed
 
 sns.set_theme(context="notebook", style="whitegrid")
 plt.rcParams["svg.hashsalt"] = "lora-nb"  # the same figure gives the same SVG, run after run
@@ -88,7 +88,7 @@ def accuracy_vs_parameters(df: pd.DataFrame, path=None) -> plt.Figure:
     range; seeds are small rings beside it. Methods whose counts lie within ×1.6 of each other
     (LoRA, BitFit and the adapters at ~0.2M) are set apart along x in that order, so that none
     hides another: their x positions are then approximate (the counts are in Table 2)."""
-    runs = df[(df["status"] == "completed") & df["tags"].map(lambda t: "table2" in t)].copy()
+    runs = df[completed(df) & df["tags"].map(lambda t: "table2" in t)].copy()
     if runs.empty:
         return _empty("Table 2: score vs trainable parameters", "no completed Table 2 runs", path)
     runs["score"] = runs["best_metric"] * 100

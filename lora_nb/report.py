@@ -32,7 +32,7 @@ import pandas as pd
 
 from .checkpoint import publish_lora_tensors, same_adapter
 from .notebook_run import execute_notebook
-from .rundir import ARCHIVED_SUBSPACE_RUNS, REPO_ROOT, display_path, find_adapter, find_records
+from .rundir import ARCHIVED_SUBSPACE_RUNS, REPO_ROOT, display_path, find_adapter, find_records, is_completed
 from .subspace import has_subspace_runs
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -304,7 +304,7 @@ def _relative_config(config: dict) -> dict:
 def _keeps_adapter(record: dict, ranks) -> bool:
     """A completed Wq,Wv LoRA run of Table 6 at one of `ranks`: its adapter goes in the report."""
     cfg = record.get("config", {})
-    return (record.get("status") == "completed" and cfg.get("method") == "lora"
+    return (is_completed(record) and cfg.get("method") == "lora"
             and sorted(cfg.get("targets", [])) == ["q", "v"] and cfg.get("r") in set(ranks)
             and bool({"table6", "subspace"} & set(cfg.get("tags", []))))
 

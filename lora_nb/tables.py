@@ -213,6 +213,22 @@ def study_curves(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def study_budgets(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per task of the convergence study (`study_curves`): its budget and, per method, how many
+    of its rates' runs converged, and at which step the best of them (by dev score) peaked."""
+    rows = []
+    for task, sub in curves.groupby("task", sort=False):
+        row = {"task": TASK_LABELS.get(task, task), "budget (steps)": int(sub["budget"].max())}
+        for method, runs in sub.groupby("method", sort=False):
+            label = METHOD_LABELS.get(method, method)
+            verdicts = runs.groupby("learning_rate")["converged"].first()
+            best = runs.loc[runs["dev"].idxmax()]
+            row[f"{label} converged"] = f"{int(verdicts.sum())} of {len(verdicts)}"
+            row[f"{label} best run peaks at"] = f"step {int(best['step'])} (lr {best['learning_rate']:g})"
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("grid not complete yet")
+
+
 def tuning_table(df: pd.DataFrame) -> pd.DataFrame:
     """Every method's learning-rate grid per task: each tuning run (the first seed at each rate)
     with its best dev and validation scores (× 100), whether it converged, and which rate

@@ -147,7 +147,7 @@ def assert_valid_record(record: dict) -> None:
     scores = [e["primary"] for e in record["evaluations"] if e["primary"] == e["primary"]]  # not NaN
     if not scores:
         # No score at any evaluation (constant STS-B predictions: Pearson undefined): no best
-        # evaluation, and the tables count the run as failed (lora_nb.results).
+        # evaluation, and the tables count the run as failed (lora_nb.tables).
         assert "best_metric" not in record and record["primary_metric"] == "pearson"
         return
     assert record["best_metric"] == max(scores)

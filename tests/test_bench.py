@@ -66,6 +66,7 @@ def test_bench_tiny_sections(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:'pin_memory' argument")  # Trainer's default, on a CPU
+@pytest.mark.slow  # real GLUE runs
 def test_bench_real_data_sections(tmp_path):
     if not GLUE_DIR.is_dir():
         pytest.skip(f"no GLUE data at {GLUE_DIR}")

@@ -115,6 +115,7 @@ def smoke_on_ray(local_ray, tmp_path_factory):
     return specs, outcomes, notebook
 
 
+@pytest.mark.slow  # a local Ray cluster: tens of seconds
 def test_smoke_through_ray_gives_the_thread_pools_records(smoke_on_ray, tmp_path):
     specs, outcomes, notebook = smoke_on_ray
     assert [o.status for o in outcomes] == ["completed"] * len(specs)
@@ -126,6 +127,7 @@ def test_smoke_through_ray_gives_the_thread_pools_records(smoke_on_ray, tmp_path
     assert record["config"]["num_threads"] == 1  # the CPUs each task reserved
 
 
+@pytest.mark.slow  # a local Ray cluster: tens of seconds
 def test_resume_under_ray_skips_completed_runs(smoke_on_ray, tmp_path):
     specs, _, notebook = smoke_on_ray
     runs_dir = tmp_path / "runs"
@@ -145,6 +147,7 @@ def test_resume_under_ray_skips_completed_runs(smoke_on_ray, tmp_path):
             assert (Path(s.config.output_dir) / "record.json").read_bytes() == before[s.run_id]
 
 
+@pytest.mark.slow  # a local Ray cluster: tens of seconds
 def test_a_killed_worker_is_retried_once_then_recorded_failed(local_ray, tmp_path):
     runs_dir = tmp_path / "runs"
     specs = [s for s in build_grid("smoke", runs_dir) if s.run_id.startswith(("t2-mrpc", "t6-mnli-q-r8"))]
@@ -161,6 +164,7 @@ def test_a_killed_worker_is_retried_once_then_recorded_failed(local_ray, tmp_pat
     assert len(others) == len(specs) - 2 and set(others.values()) == {"completed"}
 
 
+@pytest.mark.slow  # a local Ray cluster: tens of seconds
 def test_a_setting_whose_dependency_failed_is_not_started_under_ray(local_ray, tmp_path):
     runs_dir = tmp_path / "runs"
     specs = [s for s in build_grid("paper", runs_dir) if s.run_id in ("t2-mnli-lora-s0", "t2-mrpc-lora-s0")]
@@ -172,6 +176,7 @@ def test_a_setting_whose_dependency_failed_is_not_started_under_ray(local_ray, t
     assert attempts(runs_dir, "t2-mrpc-lora") == 0 and not (runs_dir / "t2-mrpc-lora-s0").exists()
 
 
+@pytest.mark.slow  # a local Ray cluster: tens of seconds
 def test_ctrl_c_under_ray_cancels_pending_settings_and_records_running_ones(local_ray, tmp_path):
     runs_dir = tmp_path / "runs"
     specs = [s for s in build_grid("smoke", runs_dir) if s.run_id.startswith(("t2-mrpc", "t6-mnli-q-r8"))]

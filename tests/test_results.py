@@ -310,6 +310,11 @@ def test_the_convergence_study_figure_draws_each_rate_the_rule_window_and_the_ba
     curves = tables.study_curves(df)
     assert len(curves) == 6 * 8 and set(curves["budget"]) == {400}
     assert set(curves[~curves["converged"]]["learning_rate"]) == {3e-4, 2e-5}
+    budgets = tables.study_budgets(curves)
+    assert budgets.to_dict("records") == [{
+        "task": "SST-2", "budget (steps)": 400,
+        "LoRA converged": "2 of 3", "LoRA best run peaks at": "step 400 (lr 0.0003)",
+        "FT converged": "2 of 3", "FT best run peaks at": "step 400 (lr 2e-05)"}]
     fig = plots.convergence_study(curves)
     ax = fig.axes[0]
     runs = [line for line in ax.lines if len(line.get_xdata()) == 8]
