@@ -206,6 +206,18 @@ def _model_size(done: pd.DataFrame) -> float:
     return float((full if len(full) else done["total_params"]).min())
 
 
+def _precision(done: pd.DataFrame) -> str:
+    """How many runs trained in bf16 autocast and how many in fp32: ``mixed_precision="auto"``
+    chooses bf16 where the machine has bf16 arithmetic, so a sweep over several machines mixes them."""
+    names = {"bf16": "bf16 autocast (fp32 master weights)", "no": "fp32", "fp16": "fp16 autocast"}
+    counts = done["mixed_precision"].fillna("not recorded").value_counts()
+    text = "; ".join(f"{names.get(k, k)}: {n} runs" for k, n in counts.items())
+    if len(counts) > 1:
+        text += (" (the machines of different sittings: \"auto\" picks bf16 only on a CPU with bf16 "
+                 "arithmetic; bf16 against fp32 on the same runs: benchmarks/results/)")
+    return text
+
+
 def deviations(df: pd.DataFrame) -> pd.DataFrame:
     """Paper against ours, row by row: every setting that differs, ours read from the records."""
     done = df[completed(df) & df["tags"].map(lambda t: "budget" not in t)]
@@ -265,6 +277,7 @@ def deviations(df: pd.DataFrame) -> pd.DataFrame:
          "run here on every task from the pretrained model: " + "; ".join(
              f"lr {_values(g['learning_rate'], lambda v: f'{v:g}')}, weight decay {_values(g['record'].map(lambda r: r['config'].get('weight_decay', 0.0)))}"
              for _, g in done[done["method"] == "full"].groupby("method")) or "not run"),
+        ("arithmetic", "fp32 (Table 9 states none)", _precision(done)),
         ("hardware", "NVIDIA Tesla V100 GPUs (microsoft/LoRA's scripts launch 8 processes; CoLA 2)",
          f"{device}, {threads} {'thread' if threads == '1' else 'threads'} per run"),
     ]

@@ -97,6 +97,7 @@ def _row(run_id: str, rec: dict) -> dict:
         "peak_memory_gib": (rec.get("peak_memory_bytes") or 0) / 2**30,
         "device": rec.get("device"),
         "torch_threads": rec.get("torch_threads"),
+        "mixed_precision": rec.get("mixed_precision"),
         "started_at": rec.get("started_at"),
         "finished_at": rec.get("finished_at"),
         "git_commit": rec.get("git_commit"),

@@ -177,6 +177,17 @@ def test_deviations_state_ours_from_the_records(runs):
     assert "SST-2 512" in dev.at["training examples", "ours"]
 
 
+def test_deviations_count_each_precision_and_say_why_they_mix(runs):
+    df = tables.load_records(runs)
+    df = df[tables.completed(df) & df["tags"].map(lambda t: "budget" not in t)].copy()  # the table's runs
+    df["mixed_precision"] = ["bf16"] * (len(df) - 2) + ["no", "no"]
+    text = findings.deviations(df).set_index("setting").at["arithmetic", "ours"]
+    assert text.startswith(f"bf16 autocast (fp32 master weights): {len(df) - 2} runs; fp32: 2 runs (")
+    assert "only on a CPU with bf16" in text
+    df["mixed_precision"] = "no"
+    assert findings.deviations(df).set_index("setting").at["arithmetic", "ours"] == f"fp32: {len(df)} runs"
+
+
 # --------------------------------------------------------------------------- figures (lora_nb.plots)
 
 
