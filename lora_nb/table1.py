@@ -63,7 +63,7 @@ def load_note(result: dict) -> str:
     load, cores = result["loadavg_start"][0], result.get("cpu_count") or 1
     if load <= QUIET_LOAD * cores:
         return ""
-    return f"measured under load (load average {load:.1f} on {cores} cores)"
+    return f"measured under load: load average {load:.1f} on {cores} cores"
 
 
 def result_verdicts(results: list[dict]) -> list[dict]:
@@ -162,7 +162,7 @@ def verdict_table(verdicts: list[dict]) -> str:
         "claim": [v["claim"] for v in verdicts],
         "ratio median [min–max]": [f"{v['ratio_median']:.3f} [{v['ratio_min']:.3f}–{v['ratio_max']:.3f}]" for v in verdicts],
         "base_copy range (noise)": [f"{v['noise_min']:.3f}–{v['noise_max']:.3f}" for v in verdicts],
-        "overhead %": [f"{v['overhead_pct']:+.1f}" + (" (largest)" if v["largest_overhead"] else "") for v in verdicts],
+        "overhead %": [f"{v['overhead_pct']:+.1f}".replace("-", "−") + (" (largest)" if v["largest_overhead"] else "") for v in verdicts],
         "verdict": [v["verdict"] + (f" ({v['note']})" if v["note"] else "") for v in verdicts]})
     return frame.to_markdown(index=False, colalign=("left",) * 3 + ("right",) * 3 + ("left",))
 

@@ -211,7 +211,7 @@ def test_refuses_to_measure_under_load_before_building(monkeypatch, capsys, tmp_
     monkeypatch.setattr(latency.os, "cpu_count", lambda: 2)
     out = tmp_path / "x.json"
     assert main(["--models", "tiny-bert", "--quick", "--out", str(out)]) == 2
-    assert "under load (load average 3.0 on 2 cores)" in capsys.readouterr().err
+    assert "under load: load average 3.0 on 2 cores" in capsys.readouterr().err
     assert not out.exists()
 
 
@@ -225,7 +225,7 @@ def test_a_result_measured_under_load_decides_nothing():
     loaded = {**quiet, "loadavg_start": [QUIET_LOAD * 2 + 0.1, 0, 0]}
     flagged = result_verdicts([loaded])
     assert [v["verdict"] for v in flagged] == [INCONCLUSIVE] * 3
-    assert all(v["note"].endswith("measured under load (load average 0.6 on 2 cores)") for v in flagged)
+    assert all(v["note"].endswith("measured under load: load average 0.6 on 2 cores") for v in flagged)
     assert [v["ratio_median"] for v in flagged] == [v["ratio_median"] for v in verdict_rows(rows)]
 
 
