@@ -192,6 +192,17 @@ def _interval(row, digits: int) -> str:
     return f"{row.difference:+.{digits}f} [{row.lo:+.{digits}f}, {row.hi:+.{digits}f}]"
 
 
+def _reading(verdict: str, ratio: float, as_paper: str, against: str, undecided: str) -> str:
+    """How a §7 sentence ends: the verdict, and whether the effect is the paper's in size (at
+    least `STRONG_RATIO` × its random control)."""
+    if verdict == REPRODUCED and ratio >= STRONG_RATIO:
+        return ", as the paper finds: " + as_paper
+    if verdict == REPRODUCED:
+        return (f", but weakly: above chance, yet under {STRONG_RATIO:g}× its control, so this is not "
+                "the paper's effect in size.")
+    return ": " + (against if verdict == NOT_REPRODUCED else undecided)
+
+
 def subspace_findings(comparisons: pd.DataFrame, amp: pd.DataFrame | None = None,
                       paper: pd.DataFrame | None = None) -> str:
     """A paragraph on §7.2–7.3 written from the C5 comparisons (`subspace_claims`) and the
@@ -208,17 +219,12 @@ def subspace_findings(comparisons: pd.DataFrame, amp: pd.DataFrame | None = None
                 f"ours − random (mean, 95% interval) = {_interval(row, 3)}: {_VERDICT_PHRASES[row.verdict]}")
         ratio = row.a_stat / row.b_stat if row.b_stat else float("inf")
         text += f" ({ratio:.2f}× its control; the paper's φ(1,1) exceeds {PAPER_PHI_TOP}, a random pair's is near 0)"
-        if row.verdict == REPRODUCED and ratio >= STRONG_RATIO:
-            text += (", as the paper finds: the learned subspaces share directions beyond chance"
-                     + (f" (though the paper's φ(1,1) exceeds {PAPER_PHI_TOP})"
-                        if stat == "φ(1,1)" and row.a_stat <= PAPER_PHI_TOP else "") + ".")
-        elif row.verdict == REPRODUCED:
-            text += (f", but weakly: above chance, yet under {STRONG_RATIO:g}× its control, so this is not "
-                     "the paper's effect in size.")
-        elif row.verdict == NOT_REPRODUCED:
-            text += ": the subspaces overlap less than random ones, unlike the paper's finding."
-        else:
-            text += ": these adapters neither confirm nor refute the paper's finding."
+        text += _reading(row.verdict, ratio,
+                         "the learned subspaces share directions beyond chance"
+                         + (f" (though the paper's φ(1,1) exceeds {PAPER_PHI_TOP})"
+                            if stat == "φ(1,1)" and row.a_stat <= PAPER_PHI_TOP else "") + ".",
+                         "the subspaces overlap less than random ones, unlike the paper's finding.",
+                         "these adapters neither confirm nor refute the paper's finding.")
         parts.append(text)
     if len(phi) and not (phi["verdict"] == REPRODUCED).all():
         parts.append("One likely reason: in a short run A moves little from its random initialisation, "
@@ -234,16 +240,11 @@ def subspace_findings(comparisons: pd.DataFrame, amp: pd.DataFrame | None = None
                 + (f" (the paper: {paper_ratio:.0f}× a random matrix's)" if paper_ratio else "")
                 + f"; ours − random, mean and 95% interval: {_interval(row, 2)} points: "
                 f"{_VERDICT_PHRASES[row.verdict]}")
-        if row.verdict == REPRODUCED and ratio >= STRONG_RATIO:
-            text += (", as the paper finds: ΔW's top directions hold more of W than a random update's "
-                     "(the paper's reading: ΔW amplifies directions already in W).")
-        elif row.verdict == REPRODUCED:
-            text += (f", but weakly: above chance, yet under {STRONG_RATIO:g}× its control, so this is not "
-                     "the paper's effect in size.")
-        elif row.verdict == NOT_REPRODUCED:
-            text += ": ΔW's directions hold less of W than random ones, unlike the paper's finding."
-        else:
-            text += ": it is not shown here that ΔW amplifies directions already in W."
+        text += _reading(row.verdict, ratio,
+                         "ΔW's top directions hold more of W than a random update's "
+                         "(the paper's reading: ΔW amplifies directions already in W).",
+                         "ΔW's directions hold less of W than random ones, unlike the paper's finding.",
+                         "it is not shown here that ΔW amplifies directions already in W.")
         parts.append(text)
     if amp is not None and not amp.empty:
         med = amp.groupby("r")[["amplification", "amplification_random"]].median()
