@@ -35,6 +35,7 @@ from lora_nb.train import run
 
 MODEL = "all-MiniLM-L6-v2"
 RATES = {"head": 3e-3, "lora": 3e-3}  # head-only: the reference's one rate; LoRA: the study's best
+PRECISION = {"no": "fp32", "bf16": "bf16 autocast"}
 
 
 @torch.no_grad()
@@ -76,11 +77,11 @@ def main() -> None:
     cosine = frozen_cosine(args.glue_dir)
     print(f"STS-B validation, Pearson × 100; training runs: seed 0, {steps} optimizer steps, "
           "dev curve at 8 evaluations")
-    print("| read-out | method | best validation | dev curve |")
-    print("|---|---|---|---|")
+    print("| read-out | method | best validation | dev curve | arithmetic |")
+    print("|---|---|---|---|---|")
     for pooling in ("cls", "mean"):
         print(f"| {pooling} | frozen encoder, cosine similarity (no training) | "
-              f"{cosine[pooling]:.1f} | |")
+              f"{cosine[pooling]:.1f} | | fp32 |")
     for method, rate in RATES.items():
         for pooling in ("cls", "mean"):
             study = Path(args.study_records) / f"t2-stsb-{method}-lr{rate:g}-s0.json"
@@ -94,7 +95,7 @@ def main() -> None:
                                        learning_rate=rate, output_dir=str(out))
                     record = run(config, progress=False)
             print(f"| {pooling} | {method} at {rate:g} | {100 * record['best_metric']:.1f} | "
-                  f"{dev_curve(record)} |")
+                  f"{dev_curve(record)} | {PRECISION.get(record.get('mixed_precision'), '?')} |", flush=True)
 
 
 if __name__ == "__main__":
