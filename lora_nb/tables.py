@@ -262,21 +262,22 @@ def trivial_baseline(record: dict) -> float:
 
 def baselines(df: pd.DataFrame) -> pd.DataFrame:
     """Per task: metric, validation examples, the trivial baseline and what full fine-tuning
-    reaches (median over the Table 2 seeds), and whether the task counts as learned."""
+    reaches (its Table 2 runs at the chosen rate, mean over seeds: the tables' statistic), and
+    whether the task counts as learned."""
     rows = []
     done = df[completed(df)]
     for task, group in done.groupby("task", sort=False):
-        ft = group[(group["method"] == "full") & group["tags"].map(lambda t: "table2" in t)]
+        ft = claims.best_learning_rate(group[(group["method"] == "full") & group["tags"].map(lambda t: "table2" in t)])
         rec = group["record"].iloc[0]
         metric = rec["primary_metric"]
         base = trivial_baseline(rec)
-        ft_median = 100 * ft["best_metric"].median() if len(ft) else np.nan
+        ft_mean = 100 * ft["best_metric"].mean() if len(ft) else np.nan
         rows.append({"task": TASK_LABELS.get(task, task), "metric": metric,
                      "validation examples": int(group["eval_examples"].max()),
                      "trivial baseline": base,
                      "trivial baseline is": "majority class" if metric == "accuracy" else "a constant (0)",
-                     "FT (median)": ft_median,
-                     "FT learned it": ("yes" if ft_median - base >= claims.LEARNED[metric] else "no")
+                     "FT (mean, chosen rate)": ft_mean,
+                     "FT learned it": ("yes" if ft_mean - base >= claims.LEARNED[metric] else "no")
                      if len(ft) else "not run"})
     return pd.DataFrame(rows)
 
