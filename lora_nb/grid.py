@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import RunConfig, paper_config
+from .convergence import judge_record
 from .presets import Preset, get_preset
 from .rundir import (ADAPTER_FILE, COMPLETED, FAILED, FolderInUse, FolderLock, RecordError,
                      find_records, is_completed, load_record, read_record, storage_error,
@@ -157,7 +158,9 @@ def chosen_rates(preset: Preset | str, specs: list[RunSpec]) -> tuple[dict, dict
                     finished[spec.config.learning_rate] = record
             scores = {lr: dev_score(r) if r.get("status") == COMPLETED else math.nan
                       for lr, r in finished.items()}
-            grid = extended_grid(preset.tuning_grid[method], scores)
+            converged = frozenset(lr for lr, r in finished.items()
+                                  if r.get("status") == COMPLETED and judge_record(r).converged)
+            grid = extended_grid(preset.tuning_grid[method], scores, converged)
             if grid != tuple(sorted(preset.tuning_grid[method])):
                 grids[(task, method)] = grid
             if all(lr in finished for lr in grid):

@@ -126,3 +126,36 @@ def test_a_grid_grows_past_the_edge_its_best_rate_sits_on():
     ft = extended_grid((2e-5, 5e-5, 1e-4), {2e-5: 0.9, 5e-5: 0.8, 1e-4: 0.7})
     assert ft == (8e-6, 2e-5, 5e-5, 1e-4)  # the bottom grows by the bottom's own spacing (×2.5)
     assert extended_grid(grid, {3e-4: float("nan"), 1e-3: float("nan"), 3e-3: float("nan")}) == grid
+
+
+def test_only_converged_tuning_runs_compete_while_any_converged():
+    from lora_nb.tuning import extended_grid
+
+    grid = (2e-5, 5e-5, 1e-4)
+    scores = {2e-5: 0.77, 5e-5: 0.78, 1e-4: 0.80}
+    assert extended_grid(grid, scores) == (2e-5, 5e-5, 1e-4, 2e-4)  # 1e-4 best: grow past it
+    # 1e-4 is still gaining: among the converged, 5e-5 is best and inside the grid
+    assert extended_grid(grid, scores, frozenset({2e-5, 5e-5})) == grid
+    # none converged: the scores alone decide
+    assert extended_grid(grid, scores, frozenset()) == (2e-5, 5e-5, 1e-4, 2e-4)
+
+
+def _tuning_record(rate: float, curve: list[float]) -> dict:
+    return {"status": "completed", "primary_metric": "accuracy", "optimizer_steps": 100 * len(curve),
+            "config": {"learning_rate": rate, "seed": 0},
+            "data": {"eval_examples": {"dev": 1000}},
+            "evaluations": [{"step": 100 * (i + 1), "eval": {"dev": {"accuracy": v}}}
+                            for i, v in enumerate(curve)]}
+
+
+def test_choose_rate_prefers_a_converged_run_to_a_higher_one_still_gaining():
+    from lora_nb.convergence import judge_record
+    from lora_nb.tuning import choose_rate
+
+    plateau = _tuning_record(5e-5, [0.70, 0.76, 0.78, 0.78, 0.78, 0.78, 0.78, 0.78])
+    gaining = _tuning_record(1e-4, [0.50, 0.60, 0.65, 0.70, 0.72, 0.75, 0.78, 0.80])
+    assert judge_record(plateau).converged and not judge_record(gaining).converged
+    assert choose_rate([plateau, gaining]) == 5e-5
+    # with no converged run the best score decides
+    still = _tuning_record(5e-5, [0.50, 0.60, 0.65, 0.70, 0.72, 0.74, 0.76, 0.78])
+    assert choose_rate([still, gaining]) == 1e-4
