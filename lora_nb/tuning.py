@@ -6,9 +6,10 @@ scores best on the **dev split** (held out of the training data, `RunConfig.dev_
 chosen, and the other seeds run at it. Only rates whose tuning run **converged**
 (`lora_nb.convergence`) compete while any did: a run still gaining at its last evaluation
 understates its rate at this budget, and the seeds at a rate that does not converge within the
-task's budget would test nothing. With no converged run the best score decides. The reported score stays on the validation split. Records
-without a dev split (the paper presets: every seed at every rate, as Liu et al., 2019 picked
-RoBERTa's rates on validation) fall back to the best median validation score over seeds.
+task's budget would test nothing. With no converged run the best score decides. The reported
+score stays on the validation split. Records without a dev split (the paper presets: every seed
+at every rate, as Liu et al., 2019 picked RoBERTa's rates on validation) fall back to the best
+median validation score over seeds.
 
 A grid must bracket the rate it chooses: when the chosen rate is the grid's largest (smallest),
 the grid grows by one rate beyond it, one step of the grid's own spacing, and the choice is made
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Iterable
+from typing import Container, Iterable
 
 from .convergence import DEV_SPLIT, judge_record
 from .rundir import is_completed
@@ -67,7 +68,7 @@ def choose_rate(records: Iterable[dict]) -> float | None:
     return max(sorted(by_rate), key=lambda rate: (score(rate), -rate))
 
 
-def _best(rates: Iterable[float], scores: dict[float, float], converged: set[float]) -> float:
+def _best(rates: Iterable[float], scores: dict[float, float], converged: Container[float]) -> float:
     """The rate with the highest score (NaN counts as −inf; ties: the smaller rate), among the
     `converged` rates when any of `rates` is one."""
     rates = sorted(rates)
@@ -84,8 +85,9 @@ def extended_grid(grid: tuple[float, ...], scores: dict[float, float],
                   converged: frozenset[float] = frozenset()) -> tuple[float, ...]:
     """The grid as far as the tuning runs' `scores` ({rate: dev score} of finished runs, NaN or
     −inf for a failed one) extend it: while every rate has a score and the best (`_best`: among
-    the `converged` rates when any is; ties: the smaller rate) is at an edge, one rate beyond that edge, the grid's own spacing at that end
-    (`MAX_EXTENSIONS` per side). A rate without a score ends the growth: it is still to run."""
+    the `converged` rates when any is; ties: the smaller rate) is at an edge, one rate beyond
+    that edge, the grid's own spacing at that end (`MAX_EXTENSIONS` per side). A rate without a
+    score ends the growth: it is still to run."""
     rates = sorted(grid)
     if len(rates) < 2:
         return tuple(rates)
